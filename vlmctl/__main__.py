@@ -1,0 +1,5 @@
+"""`python -m vlmctl` runs the CLI."""
+
+from vlmctl.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""vlmctl.media."""
