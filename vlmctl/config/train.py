@@ -1,0 +1,82 @@
+"""`train_config.yaml`: the seed's training keys, typed, plus any other `SFTConfig` field.
+
+The seed's keys keep their meaning even where the installed libraries renamed them:
+`group_by_length` (gone from transformers 5.x) becomes `train_sampling_strategy:
+group_by_length`, and `gradient_checkpointing` (a deprecated alias) becomes
+`activation_checkpointing`. `mappings()` says what each key became, so `validate` can show it.
+Keys beyond the seed's must be fields of the installed TRL `SFTConfig` (checked by the loader).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+
+class TrainConfig(BaseModel):
+    """The whole `train_config.yaml` (extra keys are SFTConfig fields, checked by the loader)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    output_dir: str | None = Field(
+        default=None,
+        description="Where the run writes (relative to the current directory). Default: "
+        "outputs/<config folder name>. CLI: --output-dir.",
+    )
+    per_device_train_batch_size: PositiveInt = 8
+    per_device_eval_batch_size: PositiveInt = 8
+    gradient_accumulation_steps: PositiveInt = 2
+    learning_rate: PositiveFloat = 1.0e-05
+    num_train_epochs: PositiveFloat = 1.0
+    logging_steps: PositiveFloat = Field(
+        default=0.1, description="An integer number of steps, or a fraction (<1) of total steps."
+    )
+    eval_steps: PositiveFloat | None = Field(default=0.1, description="Steps or a fraction.")
+    save_steps: PositiveFloat = Field(default=0.1, description="Steps or a fraction.")
+    save_total_limit: NonNegativeInt | None = 2
+    gradient_checkpointing: bool = True
+    bf16: bool = True
+    fp16: bool = False
+    group_by_length: bool = True
+    remove_unused_columns: bool = False
+    dataloader_pin_memory: bool = False
+    report_to: list[str] | str = Field(default_factory=lambda: ["wandb"])
+    run_name: str | None = None
+    seed: int = 42
+
+    def extra_keys(self) -> dict[str, Any]:
+        """Keys beyond the typed ones (each must be an SFTConfig field)."""
+        return dict(self.model_extra or {})
+
+    def mappings(self) -> dict[str, str]:
+        """Seed key -> what it becomes in the installed SFTConfig (only renamed keys)."""
+        out = {}
+        if self.group_by_length:
+            out["group_by_length: true"] = "train_sampling_strategy: group_by_length"
+        else:
+            out["group_by_length: false"] = "train_sampling_strategy: random"
+        out[f"gradient_checkpointing: {str(self.gradient_checkpointing).lower()}"] = (
+            f"activation_checkpointing: {str(self.gradient_checkpointing).lower()}"
+        )
+        return out
+
+    def report_to_list(self) -> list[str]:
+        """`report_to` as a list (`"none"` -> [])."""
+        items = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        return [x for x in items if x and x != "none"]
+
+    def to_sft_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `trl.SFTConfig`, with the seed's renamed keys mapped."""
+        data = self.model_dump(exclude={"group_by_length", "gradient_checkpointing"})
+        data.update(self.extra_keys())
+        for key in ("logging_steps", "eval_steps", "save_steps"):
+            value = data.get(key)
+            if value is not None and value >= 1 and float(value).is_integer():
+                data[key] = int(value)
+        data["report_to"] = self.report_to_list() or "none"
+        data.setdefault(
+            "train_sampling_strategy", "group_by_length" if self.group_by_length else "random"
+        )
+        data.setdefault("activation_checkpointing", self.gradient_checkpointing)
+        return {k: v for k, v in data.items() if v is not None or k in self.extra_keys()}
