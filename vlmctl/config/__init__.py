@@ -11,6 +11,11 @@ FILES = {
     "train": "train_config.yaml",
     "peft": "peft_config.yaml",
 }
-MODELS = {"model": ModelConfig, "collator": CollatorConfig, "train": TrainConfig, "peft": PeftSettings}
+MODELS = {
+    "model": ModelConfig,
+    "collator": CollatorConfig,
+    "train": TrainConfig,
+    "peft": PeftSettings,
+}
 
 __all__ = ["FILES", "MODELS", "CollatorConfig", "ModelConfig", "PeftSettings", "TrainConfig"]

@@ -130,7 +130,9 @@ def _default_messages() -> list[MessageTemplate]:
                 ContentPart(type="text", text="{question_column}"),
             ],
         ),
-        MessageTemplate(role="assistant", content=[ContentPart(type="text", text="{answer_column}")]),
+        MessageTemplate(
+            role="assistant", content=[ContentPart(type="text", text="{answer_column}")]
+        ),
     ]
 
 

@@ -64,7 +64,8 @@ class LoadingParams(Strict):
         "(each process holds its own replica).",
     )
     trust_remote_code: bool = Field(
-        default=False, description="Run the checkpoint's own Python code. Only for models that need it."
+        default=False,
+        description="Run the checkpoint's own Python code. Only for models that need it.",
     )
     attn_implementation: str | None = Field(
         default=None, description="eager | sdpa | flash_attention_2 | null (library default)."
@@ -90,7 +91,9 @@ class ProcessorParams(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    trust_remote_code: bool = Field(default=False, description="Same as loading_params, for the processor.")
+    trust_remote_code: bool = Field(
+        default=False, description="Same as loading_params, for the processor."
+    )
 
 
 class Quantization(Strict):
