@@ -51,10 +51,15 @@ class DatasetSource(Strict):
     eval_size: float | None = Field(
         default=None, gt=0, lt=1, description="Fraction held out of train when eval_split is null."
     )
-    media_root: str | None = Field(
+    eval_path: str | None = Field(
         default=None,
-        description="Folder that relative media paths resolve against (default: the dataset "
-        "file's folder).",
+        description="A separate eval file/folder (relative to the config folder), e.g. "
+        "data/eval.json next to data/train.json; its split is eval_split or 'train'.",
+    )
+    media_root: str | list[str] | None = Field(
+        default=None,
+        description="Folder(s) that relative media paths resolve against, tried in order before "
+        "the dataset file's folder (a list when images and videos live in different folders).",
     )
 
 

@@ -22,3 +22,6 @@ class Example:
     images: list = field(default_factory=list)
     videos: list = field(default_factory=list)
     row: int | None = None
+    # Non-fatal things the renderer did to the row (e.g. media of a disabled kind dropped),
+    # for `validate` to report as warnings.
+    notes: list[str] = field(default_factory=list)
