@@ -1,0 +1,816 @@
+"""`VLMCollator`: THE collator of `preview`, `validate` and `train` (raw rows -> model batch).
+
+Pipeline per row: `row_to_example` (messages + media references) -> decode media with
+`vlmctl.media` (image_processing / video_processing settings) -> render the chat with the
+processor's template -> ONE processor call (it expands the media placeholders) -> token kinds
+-> labels (label_masking) -> media-aware truncation. Batches are padded and stacked by
+`collate_encoded`. Only the processor is needed, never the model, so `validate` can measure
+lengths and spans with `encode_row` / `encode_example`.
+
+How labels are found (never by searching decoded text):
+- the assistant turns' CHARACTER spans come from the chat template itself: `{% generation %}`
+  markers when the template has them, otherwise by rendering the chat incrementally
+  (prefix up to turn k with the generation prompt -> where the answer starts; prefix through
+  turn k -> where it ends; trailing whitespace after the end-of-turn token is not trained);
+- the processor returns `offset_mapping` and `text_replacement_offsets` (where each media
+  placeholder was expanded), so spans are shifted into the expanded text and every token is
+  classified: MEDIA (inside an expansion, or a media marker id such as <|vision_start|>,
+  <fake_token_around_image>, <row_1_col_1>, <global-img>, <img>, </img>), TRAINED (overlaps an
+  assistant span), PROMPT (the rest), PAD (added by collate).
+- an assistant turn whose rendered text does not end with a special token (llava-1.5's
+  template emits no `</s>`) gets the tokenizer's eos inserted after it, so the model learns to
+  stop; the eos is TRAINED.
+- PaliGemma (and processors without a chat template whose `__call__` takes `suffix=`):
+  `processor(text=prefix, images=..., suffix=answer)`; `token_type_ids` mark the suffix so the
+  answer attends causally (prefix-LM), and the suffix + eos is TRAINED. The prefix is every
+  non-final turn's text joined with "\\n"; the suffix is the LAST assistant turn (PaliGemma is
+  not a chat model).
+
+Special tokens: the processor adds them (e.g. llava's `<s>`) unless the rendered text already
+starts with bos, the convention of transformers' `processor.apply_chat_template` (what
+inference uses). TRL's collator passes `add_special_tokens=False` instead, so for templates
+without bos (llava, phi-3 style) vlmctl's ids carry one more leading bos than TRL's.
+
+Truncation (`text_processing`), AFTER media expansion, never inside a media span:
+`truncation: false` -> no limit. `true` + `truncation_policy`:
+- `drop` (default): the row is skipped and counted in `stats` ("too_long");
+- `truncate_text`: text tokens after the last media span are cut from the end; when the media
+  (and what precedes them) alone exceed `max_length` the row is dropped ("media_too_long");
+- `error`: DataError naming the row.
+Rows left with no supervised token are dropped too ("no_labels": an all-ignored batch gives a
+NaN loss). A batch whose rows are ALL dropped raises DataError (code `all-rows-dropped`):
+a Trainer cannot skip a batch from inside a collator, and silently training on nothing is
+worse; `stats` says how many rows were dropped and why, and `fits()` lets a caller pre-filter.
+
+Padding: right side. `padding: true|longest` -> longest row of the batch; `max_length` -> at
+least `max_length`; `false` -> no padding when all rows have the same length, otherwise to
+the longest (tensors must be rectangular; noted once in `stats["notes"]`).
+
+Media tensors: per-media tensors (Qwen's flattened patches, LLaVA/InternVL/PaliGemma image
+stacks, grids, image_sizes, second_per_grid_ts) are concatenated over the batch in row order;
+per-row tensors (Idefics3/SmolVLM `pixel_values`/`pixel_attention_mask`, LLaVA-OneVision
+`batch_num_images`) are stacked with zero fillers for rows without media (the models skip
+all-zero images). Trailing dimensions are zero-padded to the batch maximum.
+"""
+
+from __future__ import annotations
+
+import bisect
+import inspect
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmctl.config.collator import CollatorConfig
+from vlmctl.data.example import Example
+from vlmctl.errors import DataError, Finding, VlmctlError
+
+ROW_INDEX_KEY = "__row_index__"
+"""Optional key of a raw row holding its dataset index (for error messages and stats)."""
+
+
+class TokenKind(IntEnum):
+    """What each token is, for masking, preview colouring and validate statistics."""
+
+    PAD = 0
+    PROMPT = 1
+    MEDIA = 2
+    TRAINED = 3
+
+
+# Media marker tokens that are not the image/video placeholder itself.
+_MEDIA_TOKEN_NAMES = (
+    "<image>",
+    "<video>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image|>",
+    "<|video|>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<image_soft_token>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<vision>",
+    "</vision>",
+    "<|image_start|>",
+    "<|image_end|>",
+)
+_MEDIA_TOKEN_ATTRS = (
+    "image_token",
+    "video_token",
+    "boi_token",
+    "eoi_token",
+    "start_image_token",
+    "end_image_token",
+    "context_image_token",
+    "fake_image_token",
+    "global_image_token",
+    "vision_start_token",
+    "vision_end_token",
+    "image_start_token",
+    "image_end_token",
+)
+_MEDIA_TOKEN_RE = re.compile(r"^<row_\d+_col_\d+>$")
+# Processors whose pixel tensors have a per-ROW first dimension (padded image slots).
+_ROW_BATCHED_PIXELS = ("Idefics2Processor", "Idefics3Processor", "SmolVLMProcessor")
+_ROW_KEYS_ALWAYS = ("batch_num_images",)
+_GENERATION_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+@dataclass
+class EncodedExample:
+    """One row after the processor: ids, labels, token kinds and the processor's extras."""
+
+    input_ids: torch.Tensor  # (L,) long
+    labels: torch.Tensor  # (L,) long; ignore_index where masked
+    kinds: torch.Tensor  # (L,) uint8 TokenKind
+    token_extras: dict[str, torch.Tensor]  # per-token: attention_mask, token_type_ids, ...
+    media_extras: dict[str, torch.Tensor]  # pixel_values, image_grid_thw, ...
+    row: int | None = None
+    media_spans: list[tuple[int, int]] = field(default_factory=list)
+    original_length: int = 0
+    truncated: bool = False
+    drop_reason: str | None = None  # too_long | media_too_long | no_labels
+    text: str = ""  # the rendered chat (before media expansion)
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    num_supervised: int = 0  # labels that are not ignore_index
+
+    @property
+    def num_media_tokens(self) -> int:
+        return int((self.kinds == TokenKind.MEDIA).sum())
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """Runs of equal kinds as (kind name, start, end): what preview/validate display."""
+        out: list[tuple[str, int, int]] = []
+        k = self.kinds.tolist()
+        start = 0
+        for i in range(1, len(k) + 1):
+            if i == len(k) or k[i] != k[start]:
+                out.append((TokenKind(k[start]).name.lower(), start, i))
+                start = i
+        return out
+
+
+class VLMCollator:
+    """Raw dataset rows -> a padded batch for the model; also per-row encodings for tools.
+
+    `stats` (a Counter) counts rows seen/encoded/truncated/dropped (by reason) and batches;
+    the trainer logs it.
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        cfg: CollatorConfig,
+        media_dirs: Sequence[str | Path] = (),
+        *,
+        model_type: str | None = None,
+    ):
+        self.processor = processor
+        self.cfg = cfg
+        self.media_dirs = [Path(d) for d in media_dirs]
+        self.model_type = model_type
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.stats: Counter = Counter()
+        self._notes: set[str] = set()
+        tok = self.tokenizer
+        self.pad_token_id = _first_id(tok, ("pad_token_id", "eos_token_id")) or 0
+        self.eos_token = getattr(tok, "eos_token", None)
+        self.bos_token = getattr(tok, "bos_token", None)
+        self.media_token_ids = _media_token_ids(processor, tok)
+        self._special_strings = _special_strings(tok)
+        self.chat_template = getattr(processor, "chat_template", None) or getattr(
+            tok, "chat_template", None
+        )
+        if isinstance(self.chat_template, dict):
+            self.chat_template = self.chat_template.get("default") or next(
+                iter(self.chat_template.values())
+            )
+        cls_name = type(processor).__name__
+        self.prefix_suffix = (model_type or "").startswith("paligemma") or (
+            not self.chat_template and "suffix" in _call_params(processor)
+        )
+        if not self.chat_template and not self.prefix_suffix:
+            raise VlmctlError(
+                Finding(
+                    "error",
+                    f"the processor {cls_name} has no chat template",
+                    hint="use a model whose processor ships a chat_template, or add one to its "
+                    "processor folder (chat_template.jinja)",
+                    code="no-chat-template",
+                )
+            )
+        self._has_generation_markers = bool(
+            self.chat_template and _GENERATION_RE.search(self.chat_template)
+        )
+        mro = {c.__name__ for c in type(processor).__mro__}
+        self._row_batched_pixels = bool(mro & set(_ROW_BATCHED_PIXELS))
+        self._special_tokens_map = dict(getattr(tok, "special_tokens_map", {}) or {})
+
+    # ------------------------------------------------------------------ public API
+
+    def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Raw rows -> batch (input_ids, attention_mask, labels, media tensors, ...)."""
+        encoded = []
+        for row in rows:
+            index = row.get(ROW_INDEX_KEY) if isinstance(row, Mapping) else None
+            enc = self.encode_row(row, index)
+            if enc.drop_reason:
+                continue
+            encoded.append(enc)
+        self.stats["batches"] += 1
+        if not encoded:
+            self.stats["all_dropped_batches"] += 1
+            raise DataError(
+                Finding(
+                    "error",
+                    f"every row of this batch ({len(rows)}) was dropped "
+                    f"(dropped so far: {self.drop_summary()})",
+                    hint="raise text_processing.max_length, use truncation_policy: "
+                    "truncate_text, or filter long rows (vlmctl validate lists them)",
+                    key="text_processing.max_length",
+                    code="all-rows-dropped",
+                )
+            )
+        return self.collate_encoded(encoded)
+
+    def encode_row(self, row: Mapping[str, Any], row_index: int | None = None) -> EncodedExample:
+        """One raw row -> EncodedExample (row_to_example + encode_example)."""
+        from vlmctl.data.messages import row_to_example
+
+        example = row_to_example(row, self.cfg, row_index)
+        return self.encode_example(example)
+
+    def encode_example(self, example: Example, *, truncate: bool = True) -> EncodedExample:
+        """Render, process, classify tokens, mask and (when `truncate`) apply the length policy.
+
+        `truncate=False` measures only (validate/preview): nothing is cut or dropped for length,
+        `original_length` is the full length. Dropped rows come back with `drop_reason` set and
+        are counted in `stats`; the policy `error` raises DataError.
+        """
+        self.stats["rows"] += 1
+        images, videos, video_meta = self._load_media(example)
+        if self.prefix_suffix:
+            enc = self._encode_prefix_suffix(example, images)
+        else:
+            enc = self._encode_chat(example, images, videos, video_meta)
+        enc.original_length = enc.length
+        if truncate:
+            self._apply_length_policy(enc)
+        if enc.drop_reason is None and enc.num_supervised == 0:
+            enc.drop_reason = "no_labels"
+        if enc.drop_reason:
+            self.stats[f"dropped_{enc.drop_reason}"] += 1
+            self.stats["dropped"] += 1
+        return enc
+
+    def fits(self, enc: EncodedExample) -> bool:
+        """Whether an (untruncated) encoding survives the length policy without being dropped."""
+        tp = self.cfg.text_processing
+        if not tp.truncation or enc.original_length <= tp.max_length:
+            return True
+        if tp.truncation_policy == "truncate_text":
+            last_media = max((e for _, e in enc.media_spans), default=0)
+            return last_media <= tp.max_length
+        return False
+
+    def drop_summary(self) -> str:
+        parts = [
+            f"{k[len('dropped_') :]}={v}"
+            for k, v in sorted(self.stats.items())
+            if k.startswith("dropped_")
+        ]
+        return ", ".join(parts) or "none"
+
+    def collate_encoded(self, encoded: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
+        """Pad and stack encodings into the batch the model takes (labels included)."""
+        encoded = [e for e in encoded if not e.drop_reason]
+        if not encoded:
+            raise DataError(
+                Finding("error", "no rows to collate", code="all-rows-dropped"),
+            )
+        tp = self.cfg.text_processing
+        lm = self.cfg.label_masking
+        longest = max(e.length for e in encoded)
+        if tp.padding == "max_length":
+            target = max(longest, tp.max_length)
+        elif tp.padding is False and any(e.length != longest for e in encoded):
+            self._note("padding: false with rows of different lengths: padded to the longest")
+            target = longest
+        else:
+            target = longest
+        n = len(encoded)
+        input_ids = torch.full((n, target), self.pad_token_id, dtype=torch.long)
+        pad_label = lm.ignore_index if lm.mask_pad_token else self.pad_token_id
+        labels = torch.full((n, target), pad_label, dtype=torch.long)
+        batch: dict[str, torch.Tensor] = {}
+        token_keys: dict[str, torch.Tensor] = {}
+        for key in dict.fromkeys(k for e in encoded for k in e.token_extras):
+            sample = next(e.token_extras[key] for e in encoded if key in e.token_extras)
+            token_keys[key] = torch.zeros((n, target), dtype=sample.dtype)
+        for i, e in enumerate(encoded):
+            L = e.length
+            input_ids[i, :L] = e.input_ids
+            labels[i, :L] = e.labels
+            for key, t in token_keys.items():
+                if key in e.token_extras:
+                    t[i, :L] = e.token_extras[key]
+                elif key == "attention_mask":
+                    t[i, :L] = 1
+        batch["input_ids"] = input_ids
+        if "attention_mask" not in token_keys:
+            token_keys["attention_mask"] = (
+                torch.arange(target)[None, :] < torch.tensor([e.length for e in encoded])[:, None]
+            ).long()
+        batch.update(token_keys)
+        batch.update(self._collate_media(encoded))
+        batch["labels"] = labels
+        return batch
+
+    def kinds_batch(self, encoded: Sequence[EncodedExample]) -> torch.Tensor:
+        """Token kinds padded like `collate_encoded` pads ids (PAD where padded)."""
+        longest = max(e.length for e in encoded)
+        out = torch.full((len(encoded), longest), int(TokenKind.PAD), dtype=torch.uint8)
+        for i, e in enumerate(encoded):
+            out[i, : e.length] = e.kinds
+        return out
+
+    # ------------------------------------------------------------------ media
+
+    def _load_media(self, example: Example):
+        from vlmctl.media.images import load_image
+
+        ip = self.cfg.image_processing
+        images = [
+            load_image(
+                ref,
+                base_dirs=self.media_dirs,
+                convert_to_rgb=ip.convert_to_rgb,
+                resize_mode=ip.resize_mode,
+                max_size=ip.max_size,
+                row=example.row,
+            )
+            for ref in example.images
+        ]
+        videos, metas = [], []
+        if example.videos:
+            from vlmctl.media.video import load_video_frames
+
+            vp = self.cfg.video_processing
+            for ref in example.videos:
+                if _is_frames(ref):  # already decoded (tests, in-memory datasets)
+                    videos.append(ref)
+                    metas.append(None)
+                    continue
+                clip = load_video_frames(
+                    ref,
+                    base_dirs=self.media_dirs,
+                    library=vp.frame_extraction.library,
+                    num_frames=vp.frame_extraction.num_frames,
+                    max_duration=vp.file_processing.max_duration,
+                    convert_to_rgb=vp.file_processing.convert_to_rgb,
+                    row=example.row,
+                )
+                videos.append(clip.frames)
+                metas.append(clip)
+        return images, videos, metas
+
+    # ------------------------------------------------------------------ chat path
+
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        prompts, _ = render_jinja_template(
+            conversations=[messages],
+            chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            **self._special_tokens_map,
+        )
+        return prompts[0]
+
+    def _assistant_char_spans(self, messages: list[dict]) -> tuple[str, list[list[int]]]:
+        """Rendered chat and the [start, end) character span of each assistant turn."""
+        gen_prompt = (
+            self.cfg.text_processing.add_generation_prompt
+            and bool(messages)
+            and messages[-1]["role"] != "assistant"
+        )
+        if self._has_generation_markers:
+            from transformers.utils.chat_template_utils import render_jinja_template
+
+            prompts, indices = render_jinja_template(
+                conversations=[messages],
+                chat_template=self.chat_template,
+                add_generation_prompt=gen_prompt,
+                return_assistant_tokens_mask=True,
+                **self._special_tokens_map,
+            )
+            return prompts[0], [list(s) for s in indices[0]]
+        full = self._render(messages, gen_prompt)
+        spans: list[list[int]] = []
+        for k, msg in enumerate(messages):
+            if msg["role"] != "assistant":
+                continue
+            through = self._render(messages[: k + 1], False) if k + 1 < len(messages) else None
+            if through is None:
+                through = full if not gen_prompt else self._render(messages, False)
+            if not full.startswith(through):
+                raise self._template_error("a chat prefix does not render as a prefix")
+            start = 0
+            if k:
+                head = self._render(messages[:k], True)
+                if not through.startswith(head):
+                    head = self._render(messages[:k], False)
+                    if not through.startswith(head):
+                        raise self._template_error("a chat prefix does not render as a prefix")
+                start = len(head)
+            end = len(through.rstrip())
+            if end > start:
+                spans.append([start, end])
+        return full, spans
+
+    def _template_error(self, what: str) -> VlmctlError:
+        return VlmctlError(
+            Finding(
+                "error",
+                f"cannot find the assistant turns in this chat template: {what}",
+                hint="add {% generation %} markers around assistant content in the template",
+                code="template-spans",
+            )
+        )
+
+    def _ensure_eos(self, text: str, spans: list[list[int]]) -> tuple[str, list[list[int]]]:
+        """Insert eos after assistant turns that the template leaves open (llava-1.5)."""
+        eos = self.eos_token
+        if not eos:
+            return text, spans
+        out, shift, new_spans = [], 0, []
+        prev = 0
+        for start, end in spans:
+            segment = text[start:end]
+            new_start = start + shift
+            if not any(segment.endswith(s) for s in self._special_strings):
+                out.append(text[prev:end])
+                out.append(eos)
+                prev = end
+                shift += len(eos)
+            new_spans.append([new_start, end + shift])
+        out.append(text[prev:])
+        return "".join(out), new_spans
+
+    def _encode_chat(self, example, images, videos, video_meta) -> EncodedExample:
+        text, spans = self._assistant_char_spans(example.messages)
+        text, spans = self._ensure_eos(text, spans)
+        kwargs: dict[str, Any] = {
+            "text": [text],
+            "return_tensors": "pt",
+            "return_offsets_mapping": True,
+            "return_text_replacement_offsets": True,
+        }
+        if self.bos_token and text.startswith(self.bos_token):
+            kwargs["add_special_tokens"] = False
+        if images:
+            kwargs["images"] = [images]
+        if videos:
+            kwargs["videos"] = [videos]
+            metas = _video_metadata(video_meta, videos)
+            if metas is not None:
+                kwargs["video_metadata"] = [metas]
+        out = self._process(kwargs, example.row)
+        offsets = out.pop("offset_mapping")[0].tolist()
+        repl = out.pop("text_replacement_offsets", None)
+        repl = sorted((repl or [[]])[0], key=lambda r: r["span"][0])
+        ids = out.pop("input_ids")[0].long()
+        out.pop("labels", None)
+        # original char position -> expanded char position
+        ends = [r["span"][1] for r in repl]
+        gained = [0]
+        for r in repl:
+            gained.append(
+                gained[-1] + (r["new_span"][1] - r["new_span"][0]) - (r["span"][1] - r["span"][0])
+            )
+        media_ranges = [tuple(r["new_span"]) for r in repl]
+        exp_spans = [
+            (s + gained[bisect.bisect_right(ends, s)], e + gained[bisect.bisect_right(ends, e - 1)])
+            for s, e in spans
+        ]
+        kinds = torch.full(ids.shape, int(TokenKind.PROMPT), dtype=torch.uint8)
+        media_ids = self.media_token_ids
+        ids_list = ids.tolist()
+        for pos, ((ts, te), tid) in enumerate(zip(offsets, ids_list, strict=True)):
+            if tid in media_ids or any(
+                ms <= ts and te <= me and te > ts for ms, me in media_ranges
+            ):
+                kinds[pos] = TokenKind.MEDIA
+            elif te > ts and any(ts < e and te > s for s, e in exp_spans):
+                kinds[pos] = TokenKind.TRAINED
+        return self._finish(ids, kinds, out, example, text)
+
+    # ------------------------------------------------------------------ prefix/suffix path
+
+    def _encode_prefix_suffix(self, example: Example, images) -> EncodedExample:
+        if not images:
+            raise DataError(
+                Finding(
+                    "error",
+                    f"{type(self.processor).__name__} needs an image in every row",
+                    row=example.row,
+                    hint="filter out rows without images",
+                    code="row-needs-image",
+                )
+            )
+        msgs = example.messages
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+        if last is None:
+            prefix_msgs, suffix = msgs, None
+        else:
+            prefix_msgs, suffix = msgs[:last], _message_text(msgs[last])
+        prefix = "\n".join(t for t in (_message_text(m) for m in prefix_msgs) if t)
+        image_token = getattr(self.processor, "image_token", "<image>")
+        kwargs: dict[str, Any] = {
+            "text": [image_token * len(images) + prefix],
+            "images": [images],
+            "return_tensors": "pt",
+        }
+        if suffix is not None:
+            kwargs["suffix"] = [suffix]
+        out = self._process(kwargs, example.row)
+        ids = out.pop("input_ids")[0].long()
+        out.pop("labels", None)
+        tt = out.get("token_type_ids")
+        kinds = torch.full(ids.shape, int(TokenKind.PROMPT), dtype=torch.uint8)
+        if tt is not None:
+            kinds[tt[0] == 1] = TokenKind.TRAINED
+        for pos, tid in enumerate(ids.tolist()):
+            if tid in self.media_token_ids:
+                kinds[pos] = TokenKind.MEDIA
+        text = kwargs["text"][0] + ("\n" + suffix if suffix is not None else "")
+        return self._finish(ids, kinds, out, example, text)
+
+    # ------------------------------------------------------------------ shared
+
+    def _process(self, kwargs: dict, row: int | None):
+        try:
+            return self.processor(**kwargs)
+        except VlmctlError:
+            raise
+        except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise DataError(
+                Finding(
+                    "error",
+                    f"the processor refused this row: {exc}",
+                    row=row,
+                    hint="check the row's media and the message template",
+                    code="processor-error",
+                )
+            ) from exc
+
+    def _finish(self, ids, kinds, out, example: Example, text: str) -> EncodedExample:
+        L = ids.shape[0]
+        token_extras: dict[str, torch.Tensor] = {}
+        media_extras: dict[str, torch.Tensor] = {}
+        for key, value in out.items():
+            if not isinstance(value, torch.Tensor):
+                if (
+                    isinstance(value, (list, tuple))
+                    and value
+                    and isinstance(value[0], (int, float))
+                ):
+                    value = torch.tensor(value)
+                else:
+                    continue
+            if value.dim() == 2 and value.shape[0] == 1 and value.shape[1] == L:
+                token_extras[key] = value[0]
+            else:
+                media_extras[key] = value
+        labels = self._labels(ids, kinds)
+        enc = EncodedExample(
+            input_ids=ids,
+            labels=labels,
+            kinds=kinds,
+            token_extras=token_extras,
+            media_extras=media_extras,
+            row=example.row,
+            media_spans=_runs(kinds, TokenKind.MEDIA),
+            text=text,
+        )
+        enc.num_supervised = int((labels != self.cfg.label_masking.ignore_index).sum())
+        return enc
+
+    def _labels(self, ids: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        lm = self.cfg.label_masking
+        labels = ids.clone()
+        if lm.mask_input_tokens:
+            labels[kinds == TokenKind.PROMPT] = lm.ignore_index
+        if lm.mask_image_token:
+            labels[kinds == TokenKind.MEDIA] = lm.ignore_index
+        return labels
+
+    def _apply_length_policy(self, enc: EncodedExample) -> None:
+        tp = self.cfg.text_processing
+        if not tp.truncation or enc.length <= tp.max_length:
+            return
+        policy = tp.truncation_policy
+        n_media = enc.num_media_tokens
+        if policy == "error":
+            raise DataError(
+                Finding(
+                    "error",
+                    f"row is {enc.length} tokens ({n_media} media), longer than "
+                    f"text_processing.max_length={tp.max_length}",
+                    row=enc.row,
+                    key="text_processing.max_length",
+                    hint="raise max_length, or set truncation_policy: drop or truncate_text",
+                    code="row-too-long",
+                )
+            )
+        if policy == "drop":
+            enc.drop_reason = "too_long"
+            return
+        cut = tp.max_length
+        if any(s < cut < e for s, e in enc.media_spans) or any(
+            s >= cut for s, _ in enc.media_spans
+        ):
+            enc.drop_reason = "media_too_long"
+            return
+        media_before = enc.num_media_tokens
+        enc.input_ids = enc.input_ids[:cut]
+        enc.labels = enc.labels[:cut]
+        enc.kinds = enc.kinds[:cut]
+        enc.token_extras = {k: v[:cut] for k, v in enc.token_extras.items()}
+        enc.truncated = True
+        if enc.num_media_tokens != media_before:  # cannot happen: spans end before `cut`
+            raise AssertionError("truncation cut a media span")
+        enc.num_supervised = int((enc.labels != self.cfg.label_masking.ignore_index).sum())
+        self.stats["truncated"] += 1
+
+    def _collate_media(self, encoded: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
+        keys = list(dict.fromkeys(k for e in encoded for k in e.media_extras))
+        out: dict[str, torch.Tensor] = {}
+        for key in keys:
+            per_row = key in _ROW_KEYS_ALWAYS or (
+                self._row_batched_pixels and key in ("pixel_values", "pixel_attention_mask")
+            )
+            tensors = [e.media_extras.get(key) for e in encoded]
+            present = [t for t in tensors if t is not None]
+            if per_row:
+                sample = present[0]
+                filler = torch.zeros((1,) + tuple(sample.shape[1:]), dtype=sample.dtype)
+                tensors = [t if t is not None else filler for t in tensors]
+                out[key] = _cat_padded(tensors)
+            else:
+                out[key] = _cat_padded(present)
+        return out
+
+    def _note(self, text: str) -> None:
+        if text not in self._notes:
+            self._notes.add(text)
+            self.stats[f"note: {text}"] += 1
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _first_id(tok: Any, names: Sequence[str]) -> int | None:
+    for name in names:
+        value = getattr(tok, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _call_params(processor: Any) -> set[str]:
+    try:
+        return set(inspect.signature(processor.__call__).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _media_token_ids(processor: Any, tok: Any) -> set[int]:
+    """Ids of every media placeholder/marker token the tokenizer knows."""
+    names = set(_MEDIA_TOKEN_NAMES)
+    for obj in (processor, tok):
+        for attr in _MEDIA_TOKEN_ATTRS:
+            value = getattr(obj, attr, None)
+            if isinstance(value, str) and value:
+                names.add(value)
+    vocab = {}
+    try:
+        vocab = tok.get_added_vocab()
+    except Exception:  # noqa: BLE001 - slow tokenizers without added vocab
+        vocab = {}
+    ids: set[int] = set()
+    for name, idx in vocab.items():
+        if name in names or _MEDIA_TOKEN_RE.match(name):
+            ids.add(int(idx))
+    unk = getattr(tok, "unk_token_id", None)
+    for name in names:
+        try:
+            idx = tok.convert_tokens_to_ids(name)
+        except Exception:  # noqa: BLE001
+            continue
+        if isinstance(idx, int) and idx != unk and idx >= 0:
+            # Only tokens that encode as ONE id (a real special token, not byte pieces).
+            if tok.convert_ids_to_tokens(idx) == name:
+                ids.add(idx)
+    return ids
+
+
+def _special_strings(tok: Any) -> tuple[str, ...]:
+    """Special tokens that close a turn when an assistant segment ends with one."""
+    out = set()
+    for value in getattr(tok, "all_special_tokens", []) or []:
+        out.add(str(value))
+    try:
+        for added in tok.added_tokens_decoder.values():
+            if getattr(added, "special", False):
+                out.add(str(added.content))
+    except AttributeError:
+        pass
+    # A media placeholder at the end of an answer does not close the turn.
+    media = set(_MEDIA_TOKEN_NAMES)
+    return tuple(s for s in out if s and s not in media)
+
+
+def _message_text(msg: dict) -> str:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return content.strip()
+    return " ".join(
+        p["text"].strip() for p in content or [] if p.get("type") == "text" and p.get("text")
+    ).strip()
+
+
+def _runs(kinds: torch.Tensor, kind: TokenKind) -> list[tuple[int, int]]:
+    out = []
+    k = (kinds == kind).tolist()
+    start = None
+    for i, v in enumerate(k + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate on dim 0, zero-padding trailing dims to the largest."""
+    if len(tensors) == 1:
+        return tensors[0]
+    shapes = [t.shape for t in tensors]
+    if all(s[1:] == shapes[0][1:] for s in shapes):
+        return torch.cat(tensors, dim=0)
+    dims = max(len(s) for s in shapes)
+    target = [max(s[d] for s in shapes) for d in range(1, dims)]
+    padded = []
+    for t in tensors:
+        buf = t.new_zeros((t.shape[0], *target))
+        buf[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
+        padded.append(buf)
+    return torch.cat(padded, dim=0)
+
+
+def _is_frames(ref: Any) -> bool:
+    return hasattr(ref, "shape") and len(getattr(ref, "shape", ())) == 4
+
+
+def _video_metadata(clips: list, videos: list):
+    """VideoMetadata for the processor (Qwen2.5-VL derives time positions from the fps)."""
+    if not clips or any(c is None for c in clips):
+        return None
+    try:
+        from transformers.video_utils import VideoMetadata
+    except ImportError:  # pragma: no cover
+        return None
+    metas = []
+    for clip, frames in zip(clips, videos, strict=True):
+        metas.append(
+            VideoMetadata(
+                total_num_frames=int(clip.total_frames or len(frames)),
+                fps=float(clip.fps) if clip.fps else None,
+                duration=float(clip.duration) if clip.duration else None,
+                frames_indices=list(clip.indices) if clip.indices else None,
+                video_backend=clip.backend,
+                width=int(frames.shape[2]),
+                height=int(frames.shape[1]),
+            )
+        )
+    return metas
