@@ -48,6 +48,12 @@ class ModelClassEntry(Strict):
         description="Module to import the classes from. Remote-code classes (InternVL2, "
         "Phi-3-vision) are not attributes of it and resolve through trust_remote_code.",
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Run this checkpoint's own Python code (remote-code models such as "
+        "InternVL2 and Phi-3-vision). Applies to this model only; loading_params."
+        "trust_remote_code applies to every model.",
+    )
 
 
 class LoadingParams(Strict):

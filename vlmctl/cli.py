@@ -1,0 +1,107 @@
+"""The `vlmctl` command: registers the verbs, and is the ONE place errors become output.
+
+Each verb lives in `vlmctl/commands/<verb>.py` as a plain function; heavy libraries are
+imported inside the verbs that need them, so `vlmctl --help` answers in a fraction of a second.
+Errors a user can act on (`VlmctlError`) print one line per finding on stderr; anything else
+prints one line and the way to get the traceback (VLMCTL_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from vlmctl import __version__
+from vlmctl.commands.demo import demo
+from vlmctl.commands.init import init
+from vlmctl.commands.merge import merge
+from vlmctl.commands.preview import preview
+from vlmctl.commands.schema import schema
+from vlmctl.commands.train import train
+from vlmctl.commands.validate import validate
+from vlmctl.errors import VlmctlError
+
+DEBUG_ENV = "VLMCTL_DEBUG"
+
+app = typer.Typer(
+    name="vlmctl",
+    help="Fine-tune vision-language models from four YAML files: init, validate, preview, "
+    "train, merge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold tokens and paths
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn exceptions into one line each and an exit code (traceback with VLMCTL_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except VlmctlError as exc:
+            if _debug():
+                raise
+            for finding in exc.findings:
+                _err(f"{finding.severity}: {finding.one_line()}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if _debug():
+                raise
+            _err("interrupted (Ctrl-C)")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _debug():
+                raise
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            _err(f"error: {type(exc).__name__}: {text}" if text else f"error: {type(exc).__name__}")
+            _err(f"set {DEBUG_ENV}=1 for the traceback")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vlmctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Fine-tune vision-language models from four YAML files."""
+
+
+for _verb in (init, validate, preview, train, merge, demo, schema):
+    app.command()(error_boundary(_verb))
+
+
+def main() -> None:
+    """Console entry point (`vlmctl`)."""
+    try:
+        app(prog_name="vlmctl")
+    except KeyboardInterrupt:  # Ctrl-C while parsing flags, before a verb runs
+        _err("interrupted (Ctrl-C)")
+        sys.exit(130)

@@ -1,0 +1,458 @@
+"""Cross-field rules of a config set: what each file alone cannot know.
+
+Each rule returns findings placed at the key to change. Errors stop `train`; warnings are
+things vlmctl works around or that probably are not meant; notes (info) say what the seed's
+keys became and what a setting implies. The dataset-level pass (columns against the real data)
+lives elsewhere: these rules read the configs only, and import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING
+
+from vlmctl.config.collator import placeholders
+from vlmctl.errors import Finding, did_you_mean
+
+if TYPE_CHECKING:
+    from vlmctl.config.load import ConfigSet
+
+
+def check_config_set(cs: ConfigSet) -> list[Finding]:
+    """Every cross-field finding of a validated set."""
+    out: list[Finding] = []
+    for rule in (_precision, _media, _messages, _model, _train, _masking, _dataset):
+        out += rule(cs)
+    return out
+
+
+def _precision(cs: ConfigSet) -> list[Finding]:
+    if cs.train.bf16 and cs.train.fp16:
+        return [
+            cs.finding(
+                "error",
+                "train",
+                "fp16",
+                "bf16 and fp16 are both true; they are exclusive",
+                hint="keep bf16: true (recommended) and set fp16: false",
+                code="precision-both",
+            )
+        ]
+    return []
+
+
+def _media(cs: ConfigSet) -> list[Finding]:
+    c = cs.collator
+    dp, cols, conv = c.data_processing, c.dataset_columns, c.conversation
+    out: list[Finding] = []
+    if not dp.image_data and not dp.video_data:
+        out.append(
+            cs.finding(
+                "error",
+                "collator",
+                "data_processing",
+                "image_data and video_data are both false: "
+                "no media would reach a vision-language model",
+                hint="set image_data: true (images) or video_data: true (video)",
+                code="no-media",
+            )
+        )
+        return out
+    if dp.image_data and dp.video_data:
+        out.append(
+            cs.finding(
+                "warning",
+                "collator",
+                "data_processing.video_data",
+                "image_data and video_data are "
+                "both true: video wins, image parts and image columns are ignored",
+                hint="set image_data: false to say so, or video_data: false to train on images",
+                code="video-wins",
+            )
+        )
+    if dp.video_data and not c.video_processing.enabled:
+        out.append(
+            cs.finding(
+                "warning",
+                "collator",
+                "video_processing.enabled",
+                "video_data is true but "
+                "video_processing.enabled is false: videos are not processed",
+                hint="set video_processing.enabled: true",
+                code="video-disabled",
+            )
+        )
+    if conv is None:
+        if c.use_images and cols.image_column is None:
+            out.append(
+                cs.finding(
+                    "error",
+                    "collator",
+                    "dataset_columns.image_column",
+                    "image_data is true but image_column is null",
+                    hint="name the dataset's image column (e.g. image)",
+                    code="media-column",
+                )
+            )
+        if c.use_video and cols.video_column is None:
+            out.append(
+                cs.finding(
+                    "error",
+                    "collator",
+                    "dataset_columns.video_column",
+                    "video_data is true but video_column is null",
+                    hint="name the dataset's video column (e.g. video_path)",
+                    code="media-column",
+                )
+            )
+    else:
+        if c.use_images and conv.images_column is None:
+            out.append(
+                cs.finding(
+                    "warning",
+                    "collator",
+                    "conversation.images_column",
+                    "image_data is true but "
+                    "conversation.images_column is null: rows carry no images",
+                    hint="name the column holding each row's images",
+                    code="media-column",
+                )
+            )
+        if c.use_video and conv.videos_column is None:
+            out.append(
+                cs.finding(
+                    "error",
+                    "collator",
+                    "conversation.videos_column",
+                    "video_data is true but conversation.videos_column is null",
+                    hint="name the column holding the videos",
+                    code="media-column",
+                )
+            )
+    lib = c.video_processing.frame_extraction.library
+    module = {"decord": "decord", "pyav": "av", "cv2": "cv2"}[lib]
+    if c.use_video and importlib.util.find_spec(module) is None:
+        out.append(
+            cs.finding(
+                "error",
+                "collator",
+                "video_processing.frame_extraction.library",
+                f"library: {lib} is not installed",
+                hint="use decord or pyav (both ship with vlmctl)",
+                code="video-library",
+            )
+        )
+    return out
+
+
+def _messages(cs: ConfigSet) -> list[Finding]:
+    c = cs.collator
+    if c.conversation is not None:
+        return [
+            cs.finding(
+                "info",
+                "collator",
+                "conversation",
+                "conversation is set: rows are "
+                "read as chats; message_format.training_messages is not used",
+                code="conversation",
+            )
+        ]
+    variables = c.dataset_columns.mapping()
+    known = sorted([*variables, "system_prompt"])
+    out: list[Finding] = []
+    msgs = c.message_format.training_messages
+    kinds_seen: set[str] = set()
+    for i, msg in enumerate(msgs):
+        base = ("message_format", "training_messages", i)
+        parts = msg.parts()
+        for j, part in enumerate(parts):
+            key = base + (("content",) if isinstance(msg.content, str) else ("content", j))
+            if part.type != "text":
+                kinds_seen.add(part.type)
+                out += _media_part(cs, part.type, key)
+                continue
+            text_key = key if isinstance(msg.content, str) else key + ("text",)
+            for name in placeholders(part.text or ""):
+                out += _placeholder(cs, name, known, variables, text_key)
+    if not any(m.role == "assistant" for m in msgs):
+        out.append(
+            cs.finding(
+                "error",
+                "collator",
+                "message_format.training_messages",
+                "no assistant turn: there is nothing to train on",
+                hint="add a turn `- role: assistant` whose text "
+                "is the answer, e.g. {answer_column}",
+                code="no-assistant",
+            )
+        )
+    elif msgs and msgs[-1].role != "assistant":
+        out.append(
+            cs.finding(
+                "warning",
+                "collator",
+                ("message_format", "training_messages", len(msgs) - 1),
+                "the last turn is not the assistant's: later turns are context only",
+                code="assistant-last",
+            )
+        )
+    if c.use_video and "video" not in kinds_seen:
+        out.append(
+            cs.finding(
+                "error",
+                "collator",
+                "message_format.training_messages",
+                "video_data is true but no "
+                "message has a video part: the video would not reach the model",
+                hint="put `- type: video` in the user turn (in place of `- type: image`)",
+                code="media-part",
+            )
+        )
+    elif c.use_images and "image" not in kinds_seen:
+        out.append(
+            cs.finding(
+                "error",
+                "collator",
+                "message_format.training_messages",
+                "image_data is true but no "
+                "message has an image part: the image would not reach the model",
+                hint="put `- type: image` in the user turn",
+                code="media-part",
+            )
+        )
+    return out
+
+
+def _media_part(cs: ConfigSet, kind: str, key: tuple) -> list[Finding]:
+    c = cs.collator
+    if kind == "image" and not c.use_images:
+        why = (
+            "video wins when both image_data and video_data are true"
+            if c.data_processing.image_data
+            else "image_data is false"
+        )
+        return [
+            cs.finding(
+                "warning",
+                "collator",
+                key,
+                f"image part dropped: {why}",
+                hint="remove this part or change data_processing",
+                code="part-off",
+            )
+        ]
+    if kind == "video" and not c.use_video:
+        return [
+            cs.finding(
+                "warning",
+                "collator",
+                key,
+                "video part dropped: video is off "
+                "(data_processing.video_data / video_processing.enabled)",
+                hint="remove this part or set video_data: true",
+                code="part-off",
+            )
+        ]
+    return []
+
+
+def _placeholder(
+    cs: ConfigSet, name: str, known: list[str], variables: dict, key: tuple
+) -> list[Finding]:
+    if name not in known:
+        close = did_you_mean(name, known)
+        hint = (
+            f"did you mean {{{close}}}?"
+            if close
+            else f"use one of {', '.join('{' + k + '}' for k in known)}; write {{{{ and }}}} "
+            "for literal braces"
+        )
+        return [
+            cs.finding(
+                "error",
+                "collator",
+                key,
+                f"{{{name}}} is not a key of dataset_columns nor system_prompt",
+                hint=hint,
+                code="unknown-placeholder",
+            )
+        ]
+    if name == "system_prompt" and cs.collator.message_format.system_prompt is None:
+        return [
+            cs.finding(
+                "warning",
+                "collator",
+                key,
+                "{system_prompt} is used but system_prompt is null: it renders empty",
+                code="empty-placeholder",
+            )
+        ]
+    if name != "system_prompt" and variables.get(name) is None:
+        return [
+            cs.finding(
+                "error",
+                "collator",
+                key,
+                f"{{{name}}} is used but dataset_columns.{name} is null",
+                hint=f"set dataset_columns.{name} to a column name, or remove the placeholder",
+                code="null-placeholder",
+            )
+        ]
+    return []
+
+
+def _model(cs: ConfigSet) -> list[Finding]:
+    m = cs.model
+    out: list[Finding] = []
+    if m.model_name_or_path is None:
+        out.append(
+            cs.finding(
+                "warning",
+                "model",
+                "model_name_or_path",
+                "model_name_or_path is not set: train cannot start",
+                hint="set a hub id (e.g. "
+                "Qwen/Qwen2-VL-2B-Instruct) or a local folder; or `vlmctl init "
+                "--model ID`",
+                code="no-model",
+            )
+        )
+    if m.loading_params.trust_remote_code:
+        out.append(
+            cs.finding(
+                "warning",
+                "model",
+                "loading_params.trust_remote_code",
+                "trust_remote_code is on for every model: the checkpoint's own "
+                "Python code runs on this machine",
+                hint="set it per model (model_classes.<id>.trust_remote_code) only where needed",
+                code="remote-code",
+            )
+        )
+    if m.processor_params.trust_remote_code:
+        out.append(
+            cs.finding(
+                "warning",
+                "model",
+                "processor_params.trust_remote_code",
+                "processor trust_remote_code is on for every model",
+                hint="set it per model (model_classes.<id>.trust_remote_code)",
+                code="remote-code",
+            )
+        )
+    if m.loading_params.device_map == "auto":
+        out.append(
+            cs.finding(
+                "info",
+                "model",
+                "loading_params.device_map",
+                "device_map: auto "
+                "spreads one process's model over its GPUs; multi-process "
+                "training (accelerate, DDP) overrides it with one device per "
+                "process",
+                code="device-map",
+            )
+        )
+    if m.quantization.enabled and not cs.peft.enabled:
+        out.append(
+            cs.finding(
+                "error",
+                "model",
+                "quantization",
+                "a quantized model cannot be fully fine-tuned (peft.enabled is false)",
+                hint="set peft.enabled: true (QLoRA) or turn quantization off",
+                code="quant-full",
+            )
+        )
+    if m.model_name_or_path:
+        from vlmctl.errors import ConfigError
+        from vlmctl.models.resolve import resolve_model
+
+        try:
+            res = resolve_model(m)
+        except ConfigError as exc:
+            key = ("model_classes", m.model_name_or_path)
+            for f in exc.findings:
+                out.append(
+                    cs.finding(
+                        "error", "model", key, f.message, hint=f.hint, code=f.code or "resolve"
+                    )
+                )
+        else:
+            out.append(
+                cs.finding("info", "model", "model_name_or_path", res.reason, code="resolution")
+            )
+    return out
+
+
+def _train(cs: ConfigSet) -> list[Finding]:
+    t = cs.train
+    out: list[Finding] = []
+    for seed_key, becomes in t.mappings().items():
+        key = seed_key.split(":")[0]
+        out.append(
+            cs.finding(
+                "info",
+                "train",
+                key,
+                f"{seed_key} -> {becomes} (installed transformers/TRL name)",
+                code="mapping",
+            )
+        )
+    if t.remove_unused_columns:
+        out.append(
+            cs.finding(
+                "warning",
+                "train",
+                "remove_unused_columns",
+                "remove_unused_columns"
+                " must be false for VLMs (the collator needs the image/video "
+                "columns): vlmctl forces false",
+                hint="set it to false",
+                code="remove-unused",
+            )
+        )
+    if "wandb" in t.report_to_list():
+        out.append(
+            cs.finding(
+                "info",
+                "train",
+                "report_to",
+                "report_to includes wandb: log in "
+                "(`wandb login`) or set WANDB_MODE=offline; vlmctl never prompts",
+                code="wandb",
+            )
+        )
+    return out
+
+
+def _masking(cs: ConfigSet) -> list[Finding]:
+    if not cs.collator.label_masking.mask_input_tokens:
+        return [
+            cs.finding(
+                "info",
+                "collator",
+                "label_masking.mask_input_tokens",
+                "mask_input_tokens: false: prompt tokens are trained too (the seed's default)",
+                hint="set true to train on the answers only",
+                code="prompt-trained",
+            )
+        ]
+    return []
+
+
+def _dataset(cs: ConfigSet) -> list[Finding]:
+    if cs.collator.dataset.path is None:
+        return [
+            cs.finding(
+                "warning",
+                "collator",
+                "dataset.path",
+                "dataset.path is not set: "
+                "config checks pass, but train and dataset-level validate need it",
+                hint="set dataset.path to a csv/json/jsonl/parquet file, a folder or a hub id",
+                code="no-dataset",
+            )
+        ]
+    return []

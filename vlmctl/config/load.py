@@ -1,0 +1,554 @@
+"""Load a config set (the four YAML files of one folder), collecting every problem at once.
+
+A user who fixes one error only to meet the next is a user running the tool five times: all
+four files are read, `--set` overrides applied, each file validated by its pydantic model and
+the cross-field rules run, and every problem comes back as one `Finding` with file:line:col,
+the key path and a fix hint. pydantic's messages are rewritten into the config's terms
+("r: expected a positive integer, got 'sixty-four'").
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from vlmctl.config import FILES, MODELS, CollatorConfig, ModelConfig, PeftSettings, TrainConfig
+from vlmctl.config.collator import DatasetColumns
+from vlmctl.config.yamlio import KeyPath, YamlDoc, dotted, parse_dotted, parse_scalar, read_yaml
+from vlmctl.errors import ConfigError, Finding, UsageError, did_you_mean
+
+FileKey = Literal["model", "collator", "train", "peft"]
+
+
+@dataclass(frozen=True)
+class Override:
+    """One `--set file.key=value` (a bare key means `train.key`)."""
+
+    text: str
+    file_key: str
+    path: KeyPath
+    value: Any
+
+
+def parse_override(text: str) -> Override:
+    """Parse `train.learning_rate=2e-4`; the value is read as a YAML scalar (safe loader)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(
+            Finding(
+                "error",
+                f"--set {text!r}: expected KEY=VALUE",
+                hint="e.g. --set train.learning_rate=2e-4 or --set peft.r=16",
+                code="override-syntax",
+            )
+        )
+    try:
+        path = parse_dotted(key)
+    except ValueError as exc:
+        raise UsageError(
+            Finding(
+                "error",
+                f"--set {text!r}: {exc}",
+                hint="write file.section.key=value",
+                code="override-syntax",
+            )
+        ) from None
+    if path[0] in FILES and len(path) > 1:
+        file_key, path = str(path[0]), path[1:]
+    else:
+        file_key = "train"
+    if isinstance(path[0], int):
+        raise UsageError(
+            Finding(
+                "error",
+                f"--set {text!r}: a file's top level is a mapping, not a list",
+                code="override-syntax",
+            )
+        )
+    return Override(text=text, file_key=file_key, path=path, value=parse_scalar(raw.strip()))
+
+
+@dataclass
+class ConfigSet:
+    """The four validated configs of one folder, with the positions of every key."""
+
+    dir: Path
+    files: dict[str, Path]
+    model: ModelConfig
+    collator: CollatorConfig
+    train: TrainConfig
+    peft: PeftSettings
+    docs: dict[str, YamlDoc] = field(default_factory=dict, repr=False)
+    overrides: list[Override] = field(default_factory=list)
+    # Warnings and notes of the cross-field rules (errors are raised, never stored here).
+    findings: list[Finding] = field(default_factory=list)
+
+    def location(self, file_key: str, key: str | KeyPath) -> tuple[str, int | None, int | None]:
+        """(file, line, col) where `key` (dotted or a path) is written; an override names itself."""
+        path = parse_dotted(key) if isinstance(key, str) else tuple(key)
+        return _locate(
+            self.files[file_key], self.docs.get(file_key), self.overrides, file_key, path
+        )
+
+    def finding(
+        self,
+        severity: str,
+        file_key: str,
+        key: str | KeyPath,
+        message: str,
+        hint: str | None = None,
+        code: str = "",
+    ) -> Finding:
+        """A finding placed at `key` of `file_key`."""
+        path = parse_dotted(key) if isinstance(key, str) else tuple(key)
+        file, line, col = self.location(file_key, path)
+        return Finding(
+            severity,
+            message,
+            hint=hint,
+            file=file,
+            line=line,
+            col=col,  # type: ignore[arg-type]
+            key=dotted(path),
+            code=code,
+        )
+
+    def resolve_path(self, value: str | Path) -> Path:
+        """A path written in a config, resolved against the config folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.dir / p)
+
+    @property
+    def output_dir(self) -> Path:
+        """`train.output_dir`, default `outputs/<config folder name>` (relative to the cwd)."""
+        return Path(self.train.output_dir or Path("outputs") / self.dir.resolve().name)
+
+
+def _locate(
+    file: Path, doc: YamlDoc | None, overrides: Sequence[Override], file_key: str, path: KeyPath
+) -> tuple[str, int | None, int | None]:
+    for ov in overrides:
+        if ov.file_key == file_key and path[: len(ov.path)] == ov.path:
+            return f"--set {ov.text}", None, None
+    pos = doc.position(path) if doc is not None else None
+    return (str(file), pos[0], pos[1]) if pos else (str(file), None, None)
+
+
+# ---- pydantic errors -> findings in the config's own words ----
+
+
+def _clean_path(loc: tuple, data: Any) -> KeyPath:
+    """pydantic's loc minus union-branch tags (`str`, `list[ContentPart]`), checked on the data."""
+    out: list[str | int] = []
+    node = data
+    for i, el in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and isinstance(el, str) and el in node:
+            out.append(el)
+            node = node[el]
+        elif isinstance(node, list) and isinstance(el, int) and 0 <= el < len(node):
+            out.append(el)
+            node = node[el]
+        elif isinstance(node, dict) and isinstance(el, str) and last:
+            out.append(el)  # a missing key: not in the data, but it is the key meant
+            node = None
+    return tuple(out)
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """Union members of an annotation (Optional[X] -> [X, NoneType])."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for a in typing.get_args(annotation) for m in _unwrap(a)]
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for member in _unwrap(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+        for arg in typing.get_args(member):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _field_for(model_cls: type[BaseModel], path: KeyPath):
+    """The FieldInfo that validates `path` (None when the path leaves typed ground)."""
+    cls: type[BaseModel] | None = model_cls
+    info = None
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if cls is None or part not in cls.model_fields:
+            return None
+        info = cls.model_fields[part]
+        cls = _model_in(info.annotation)
+    return info
+
+
+def _literal_values(annotation: Any) -> list[Any]:
+    values = []
+    for member in _unwrap(annotation):
+        if typing.get_origin(member) is Literal:
+            values.extend(typing.get_args(member))
+    return values
+
+
+def _describe_type(annotation: Any, metadata: Iterable[Any]) -> str:
+    """`PositiveInt | None` -> 'a positive integer or null'."""
+    positive = any(getattr(m, "gt", None) == 0 for m in metadata)
+    names: list[str] = []
+    for member in _unwrap(annotation):
+        meta = list(metadata)
+        if typing.get_origin(member) is typing.Annotated:
+            meta += list(typing.get_args(member)[1:])
+            member = typing.get_args(member)[0]
+        pos = positive or any(getattr(m, "gt", None) == 0 for m in meta)
+        origin = typing.get_origin(member) or member
+        if member is type(None):
+            names.append("null")
+        elif member is bool:
+            names.append("true or false")
+        elif member is int:
+            names.append("a positive integer" if pos else "an integer")
+        elif member is float:
+            names.append("a positive number" if pos else "a number")
+        elif member is str:
+            names.append("a string")
+        elif origin is Literal:
+            names.append("one of " + ", ".join(str(v) for v in typing.get_args(member)))
+        elif origin in (list, tuple, set):
+            names.append("a list")
+        elif origin is dict or (isinstance(member, type) and issubclass(member, BaseModel)):
+            names.append("a mapping (key: value lines)")
+        else:
+            names.append(getattr(member, "__name__", str(member)))
+    seen: list[str] = []
+    for n in names:
+        if n not in seen:
+            seen.append(n)
+    if len(seen) > 1 and "null" in seen:
+        seen.remove("null")
+        seen.append("null")
+    return " or ".join(seen)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    if value is None:
+        text = "null"
+    return text if len(text) <= 60 else text[:57] + "...'"
+
+
+_FALLBACK_EXPECT = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping (key: value lines)",
+    "model_type": "a mapping (key: value lines)",
+    "model_attributes_type": "a mapping (key: value lines)",
+}
+
+
+def _describe_error(
+    err: dict, model_cls: type[BaseModel], path: KeyPath, file_key: str
+) -> tuple[str, str | None, str]:
+    """(message, hint, code) for one pydantic error."""
+    kind = err["type"]
+    leaf = str(next((p for p in reversed(path) if isinstance(p, str)), file_key))
+    if kind == "extra_forbidden":
+        parent = _field_for(model_cls, path[:-1]) if len(path) > 1 else None
+        parent_cls = _model_in(parent.annotation) if parent is not None else model_cls
+        choices = list(parent_cls.model_fields) if parent_cls else []
+        return _unknown_key(leaf, choices, file_key, top_level=len(path) == 1)
+    if kind == "missing":
+        return f"{leaf}: required key missing", f"add `{leaf}:` here", "missing-key"
+    if kind in ("value_error", "assertion_error"):
+        msg = str(err.get("ctx", {}).get("error") or err["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        return f"{leaf}: {msg}", None, "invalid-value"
+    info = _field_for(model_cls, path)
+    got = _show(err.get("input"))
+    if info is not None and any(isinstance(p, str) for p in path):
+        expected = _describe_type(info.annotation, info.metadata)
+        hint = None
+        allowed = _literal_values(info.annotation)
+        if allowed:
+            close = did_you_mean(str(err.get("input")), [str(a) for a in allowed])
+            hint = f"did you mean {close!r}?" if close else None
+        return f"{leaf}: expected {expected}, got {got}", hint, "invalid-value"
+    if kind == "literal_error":
+        expected = "one of " + str(err.get("ctx", {}).get("expected", "")).replace("'", "")
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        ctx = err.get("ctx", {})
+        sym = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[kind]
+        expected = f"a number {sym} {next(iter(ctx.values()), '')}"
+    else:
+        expected = _FALLBACK_EXPECT.get(kind, "")
+    if not expected:
+        return f"{leaf}: {err['msg']}", None, "invalid-value"
+    return f"{leaf}: expected {expected}, got {got}", None, "invalid-value"
+
+
+# Every top-level key of every file, to say "this key belongs in train_config.yaml".
+def _top_level_keys() -> dict[str, str]:
+    out = {}
+    for key, cls in MODELS.items():
+        for name in cls.model_fields:
+            out.setdefault(name, key)
+    return out
+
+
+def _unknown_key(
+    name: str,
+    choices: Iterable[str],
+    file_key: str,
+    top_level: bool,
+    extra_choices: Iterable[str] = (),
+) -> tuple[str, str | None, str]:
+    choices = list(choices)
+    close = did_you_mean(name, choices) or did_you_mean(name, list(extra_choices))
+    hint = f"did you mean {close!r}?" if close else None
+    if top_level and not close:
+        owner = _top_level_keys().get(name)
+        if owner and owner != file_key:
+            hint = f"this key belongs in {FILES[owner]}"
+    return f"{name}: unknown key", hint, "unknown-key"
+
+
+def _validation_findings(
+    exc: ValidationError,
+    model_cls: type[BaseModel],
+    data: dict,
+    file_key: str,
+    file: Path,
+    doc: YamlDoc,
+    overrides: Sequence[Override],
+) -> list[Finding]:
+    out: list[Finding] = []
+    seen: set[tuple[KeyPath, str]] = set()
+    for err in exc.errors(include_url=False):
+        path = _clean_path(tuple(err["loc"]), data)
+        message, hint, code = _describe_error(err, model_cls, path, file_key)
+        if (path, message) in seen:
+            continue  # one line per key even when every union branch complains
+        seen.add((path, message))
+        where, line, col = _locate(file, doc, overrides, file_key, path)
+        out.append(
+            Finding(
+                "error",
+                message,
+                hint=hint,
+                file=where,
+                line=line,
+                col=col,
+                key=dotted(path) or None,
+                code=code,
+            )
+        )
+    # A union whose branches are untyped here reports each: one "expected" line per key.
+    result: list[Finding] = []
+    typed_keys: set[str | None] = set()
+    for f in out:
+        if " expected " in f.message:
+            if f.key in typed_keys:
+                continue
+            typed_keys.add(f.key)
+        result.append(f)
+    return result
+
+
+# ---- file-specific key checks pydantic cannot do alone ----
+
+
+def _column_key_findings(
+    data: dict, file: Path, doc: YamlDoc, overrides: Sequence[Override]
+) -> list[Finding]:
+    """Extra `dataset_columns` keys must end in `_column` (they become template variables)."""
+    cols = data.get("dataset_columns")
+    if not isinstance(cols, dict):
+        return []
+    out = []
+    for key in list(cols):
+        if key in DatasetColumns.model_fields or key.endswith("_column"):
+            continue
+        path = ("dataset_columns", key)
+        where, line, col = _locate(file, doc, overrides, "collator", path)
+        close = did_you_mean(key, list(DatasetColumns.model_fields))
+        hint = f"did you mean {close!r}?" if close else "extra keys must end in '_column'"
+        out.append(
+            Finding(
+                "error",
+                f"{key}: unknown key",
+                hint=hint,
+                file=where,
+                line=line,
+                col=col,
+                key=dotted(path),
+                code="unknown-key",
+            )
+        )
+        del cols[key]
+    return out
+
+
+def _train_key_findings(
+    data: dict, file: Path, doc: YamlDoc, overrides: Sequence[Override]
+) -> list[Finding]:
+    """A key beyond the typed ones must be a field of the installed TRL SFTConfig."""
+    from vlmctl.config.sft_fields import sft_config_fields
+
+    typed = set(TrainConfig.model_fields)
+    extra = [k for k in data if k not in typed]
+    if not extra:
+        return []
+    sft = sft_config_fields()
+    out = []
+    for key in extra:
+        if key in sft:
+            continue
+        path = (key,)
+        where, line, col = _locate(file, doc, overrides, "train", path)
+        message, hint, code = _unknown_key(key, sorted(typed), "train", True, sorted(sft))
+        if hint is None:
+            hint = (
+                "not a vlmctl key nor a field of the installed TRL SFTConfig"
+                if sft
+                else "TRL is not installed, so SFTConfig fields cannot be checked"
+            )
+        out.append(
+            Finding("error", message, hint=hint, file=where, line=line, col=col, key=key, code=code)
+        )
+    return out
+
+
+def _apply_override(data: dict, ov: Override) -> str | None:
+    """Set `ov.path` in `data`; returns a problem text when the path cannot exist."""
+    node: Any = data
+    for i, part in enumerate(ov.path[:-1]):
+        nxt = ov.path[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return f"{dotted(ov.path[: i + 1])}: no list item {part}"
+            node = node[part]
+            continue
+        if not isinstance(node, dict):
+            return f"{dotted(ov.path[:i])} is not a mapping"
+        if node.get(part) is None:
+            node[part] = [] if isinstance(nxt, int) else {}
+        node = node[part]
+    last = ov.path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last > len(node):
+            return f"{dotted(ov.path)}: no list item {last}"
+        if last == len(node):
+            node.append(ov.value)
+        else:
+            node[last] = ov.value
+        return None
+    if not isinstance(node, dict):
+        return f"{dotted(ov.path[:-1])} is not a mapping"
+    node[last] = ov.value
+    return None
+
+
+def collect_config_set(
+    directory: str | Path, overrides: Iterable[str | Override] = ()
+) -> tuple[ConfigSet | None, list[Finding]]:
+    """Read, override, validate and cross-check a folder. Returns (set or None, ALL findings).
+
+    Never raises for a bad config (that is `load_config_set`'s job); `UsageError` for a
+    malformed `--set`.
+    """
+    from vlmctl.config.checks import check_config_set
+
+    directory = Path(directory)
+    ovs = [o if isinstance(o, Override) else parse_override(o) for o in overrides]
+    files = {key: directory / name for key, name in FILES.items()}
+    findings: list[Finding] = []
+    if not directory.is_dir():
+        return None, [
+            Finding(
+                "error",
+                "config folder not found" if not directory.exists() else "not a folder",
+                hint=f"run `vlmctl init {directory}`",
+                file=str(directory),
+                code="missing-dir",
+            )
+        ]
+    docs: dict[str, YamlDoc] = {}
+    models: dict[str, BaseModel] = {}
+    for key, path in files.items():
+        doc, problems = read_yaml(path)
+        findings += problems
+        if doc is None:
+            continue
+        docs[key] = doc
+        data = doc.data
+        for ov in ovs:
+            if ov.file_key == key:
+                problem = _apply_override(data, ov)
+                if problem:
+                    findings.append(
+                        Finding(
+                            "error",
+                            f"cannot apply: {problem}",
+                            file=f"--set {ov.text}",
+                            code="override-path",
+                        )
+                    )
+        if key == "collator":
+            findings += _column_key_findings(data, path, doc, ovs)
+        if key == "train":
+            findings += _train_key_findings(data, path, doc, ovs)
+        cls = MODELS[key]
+        try:
+            models[key] = cls.model_validate(data)
+        except ValidationError as exc:
+            findings += _validation_findings(exc, cls, data, key, path, doc, ovs)
+    if len(models) < len(FILES) or any(f.severity == "error" for f in findings):
+        return None, findings
+    cs = ConfigSet(dir=directory, files=files, docs=docs, overrides=ovs, **models)  # type: ignore[arg-type]
+    findings += check_config_set(cs)
+    cs.findings = [f for f in findings if f.severity != "error"]
+    if any(f.severity == "error" for f in findings):
+        return None, findings
+    return cs, findings
+
+
+def load_config_set(directory: str | Path, overrides: Iterable[str | Override] = ()) -> ConfigSet:
+    """The validated config set of a folder, or ConfigError carrying every error found.
+
+    Warnings and notes stay on `ConfigSet.findings` for the caller to show.
+    """
+    cs, findings = collect_config_set(directory, overrides)
+    if cs is None:
+        raise ConfigError([f for f in findings if f.severity == "error"])
+    return cs

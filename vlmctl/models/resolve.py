@@ -1,0 +1,305 @@
+"""Model id -> the classes that load it: a `model_classes` entry, the Auto classes, or remote code.
+
+`resolve_model` is pure and cheap (validate runs it in well under a second): whether a class
+name belongs to transformers is answered by reading transformers' source files, never by
+importing it (that would pull torch). Only `load_processor` / `load_model` import the heavy
+libraries.
+
+Rules:
+1. An entry in `model_classes` for the id wins.
+   - Its classes are attributes of `import_path` -> loaded from there (source "entry").
+   - `import_path: transformers` but the class is not in transformers (InternVL2's
+     InternVLChatModel, Phi-3-vision's Phi3VForCausalLM: the checkpoint's own code) -> loaded
+     through the checkpoint's `auto_map` with trust_remote_code (source "remote_code"); refused
+     with a clear error unless the entry (or loading_params) sets trust_remote_code.
+2. No entry -> AutoModelForImageTextToText + AutoProcessor (source "auto").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from vlmctl.config.model import ModelConfig
+from vlmctl.errors import ConfigError, Finding
+
+AUTO_MODEL = "AutoModelForImageTextToText"
+AUTO_PROCESSOR = "AutoProcessor"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How a model id will be loaded, and why (shown by `validate`)."""
+
+    model_id: str
+    model_class: str
+    processor_class: str
+    import_path: str
+    source: Literal["entry", "auto", "remote_code"]
+    trust_remote_code: bool
+    reason: str
+    processor_trust_remote_code: bool = False
+
+
+@lru_cache(maxsize=1)
+def _transformers_dir() -> Path | None:
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@lru_cache(maxsize=1)
+def _auto_mapped_names() -> frozenset[str]:
+    """Every class name the Auto mappings know (quoted strings in models/auto/*.py)."""
+    root = _transformers_dir()
+    if root is None:
+        return frozenset()
+    names: set[str] = set()
+    for path in (root / "models" / "auto").glob("*.py"):
+        names.update(re.findall(r'"([A-Z][A-Za-z0-9_]*)"', path.read_text(encoding="utf-8")))
+    return frozenset(names)
+
+
+@lru_cache(maxsize=64)
+def is_transformers_class(name: str) -> bool:
+    """Whether transformers defines `name`, answered from its source files without importing it."""
+    if not _IDENT.match(name):
+        return False
+    if name in _auto_mapped_names():
+        return True
+    root = _transformers_dir()
+    if root is None:
+        return False
+    needle = f"class {name}(".encode()
+    for pattern in ("models/*/modeling_*.py", "models/*/processing_*.py", "*.py"):
+        for path in root.glob(pattern):
+            if needle in path.read_bytes():
+                return True
+    return False
+
+
+def _entry_for(cfg: ModelConfig, model_id: str):
+    if model_id in cfg.model_classes:
+        return model_id, cfg.model_classes[model_id]
+    stripped = model_id.rstrip("/")
+    for key, entry in cfg.model_classes.items():
+        if key.rstrip("/") == stripped:
+            return key, entry
+    return None, None
+
+
+def resolve_model(cfg: ModelConfig, model_id: str | None = None) -> Resolution:
+    """Which classes load `model_id` (default `cfg.model_name_or_path`). Pure: no heavy import."""
+    model_id = model_id or cfg.model_name_or_path
+    if not model_id:
+        raise ConfigError(
+            Finding(
+                "error",
+                "model_name_or_path is not set",
+                hint="set it to a hub id or a local folder",
+                key="model_name_or_path",
+                code="no-model",
+            )
+        )
+    global_trust = cfg.loading_params.trust_remote_code
+    proc_trust = cfg.processor_params.trust_remote_code
+    key, entry = _entry_for(cfg, model_id)
+    if entry is None:
+        return Resolution(
+            model_id=model_id,
+            model_class=AUTO_MODEL,
+            processor_class=AUTO_PROCESSOR,
+            import_path="transformers",
+            source="auto",
+            trust_remote_code=global_trust,
+            processor_trust_remote_code=proc_trust,
+            reason=f"{model_id}: no model_classes entry -> {AUTO_MODEL} + {AUTO_PROCESSOR}",
+        )
+    trust = entry.trust_remote_code or global_trust
+    processor_class = entry.processor_class or AUTO_PROCESSOR
+    for label, name in (("model_class", entry.model_class), ("processor_class", processor_class)):
+        if not _IDENT.match(name):
+            raise ConfigError(
+                Finding(
+                    "error",
+                    f"{label} {name!r} is not a class name",
+                    key=f"model_classes.{key}.{label}",
+                    code="class-name",
+                )
+            )
+    if entry.import_path != "transformers":
+        if importlib.util.find_spec(entry.import_path.split(".")[0]) is None:
+            raise ConfigError(
+                Finding(
+                    "error",
+                    f"import_path {entry.import_path!r} is not an installed module",
+                    hint="install the package that provides it, or use import_path: transformers",
+                    key=f"model_classes.{key}.import_path",
+                    code="import-path",
+                )
+            )
+        return Resolution(
+            model_id=model_id,
+            model_class=entry.model_class,
+            processor_class=processor_class,
+            import_path=entry.import_path,
+            source="entry",
+            trust_remote_code=trust,
+            processor_trust_remote_code=entry.trust_remote_code or proc_trust,
+            reason=f"{model_id}: model_classes entry -> {entry.import_path}."
+            f"{entry.model_class} + {processor_class}",
+        )
+    if is_transformers_class(entry.model_class):
+        if processor_class != AUTO_PROCESSOR and not is_transformers_class(processor_class):
+            # A native model with a remote processor is unusual; AutoProcessor finds whatever
+            # the checkpoint declares.
+            processor_class = AUTO_PROCESSOR
+        return Resolution(
+            model_id=model_id,
+            model_class=entry.model_class,
+            processor_class=processor_class,
+            import_path="transformers",
+            source="entry",
+            trust_remote_code=trust,
+            processor_trust_remote_code=entry.trust_remote_code or proc_trust,
+            reason=f"{model_id}: model_classes entry -> transformers.{entry.model_class} + "
+            f"{processor_class}",
+        )
+    if not trust:
+        raise ConfigError(
+            Finding(
+                "error",
+                f"{entry.model_class} is not a transformers class: {model_id} ships its own Python "
+                "code (a remote-code model), and trust_remote_code is off",
+                hint=f'set `trust_remote_code: true` in the model_classes entry "{key}" if you '
+                "trust that code, or pick a transformers-native model",
+                key=f"model_classes.{key}",
+                code="remote-code-off",
+            )
+        )
+    return Resolution(
+        model_id=model_id,
+        model_class=entry.model_class,
+        processor_class=processor_class,
+        import_path="transformers",
+        source="remote_code",
+        trust_remote_code=True,
+        processor_trust_remote_code=True,
+        reason=f"{model_id}: {entry.model_class} is the checkpoint's own code -> loaded through "
+        "its auto_map with trust_remote_code",
+    )
+
+
+def _dtype(cfg: ModelConfig) -> Any:
+    """The torch dtype from the fixed table (a canonical name only; never evaluated)."""
+    import torch
+
+    name = cfg.dtype_name
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _quantization_config(cfg: ModelConfig) -> Any:
+    q = cfg.quantization
+    if not q.enabled:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from vlmctl.config.model import DTYPE_TABLE
+
+    return BitsAndBytesConfig(
+        load_in_4bit=q.load_in_4bit,
+        load_in_8bit=q.load_in_8bit,
+        bnb_4bit_quant_type=q.bnb_4bit_quant_type,
+        bnb_4bit_compute_dtype=getattr(torch, DTYPE_TABLE[q.bnb_4bit_compute_dtype.lower()]),
+        bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
+    )
+
+
+def _class(import_path: str, name: str) -> Any:
+    import importlib
+
+    module = importlib.import_module(import_path)
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise ConfigError(
+            Finding(
+                "error",
+                f"{import_path} has no class {name}",
+                hint="check the class name on the model's page",
+                code="class-missing",
+            )
+        )
+    return cls
+
+
+def _remote_auto_class(res: Resolution, path: str, revision: str | None) -> Any:
+    """The Auto class whose auto_map entry names the remote model class."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(
+        path, trust_remote_code=True, revision=revision
+    )
+    auto_map = getattr(config, "auto_map", None) or {}
+    for auto_name, target in auto_map.items():
+        target = target[0] if isinstance(target, (list, tuple)) else target
+        if str(target).split(".")[-1] == res.model_class and auto_name.startswith("AutoModel"):
+            return getattr(transformers, auto_name)
+    raise ConfigError(
+        Finding(
+            "error",
+            f"{res.model_id}'s auto_map does not name {res.model_class} "
+            f"(it has: {', '.join(f'{k}={v}' for k, v in auto_map.items()) or 'nothing'})",
+            hint="check model_class against the checkpoint's config.json auto_map",
+            code="auto-map",
+        )
+    )
+
+
+def load_processor(res: Resolution, cfg: ModelConfig, model_path: str | Path | None = None):
+    """The processor, with `processor_params` passed to `from_pretrained`."""
+    kwargs = cfg.processor_params.model_dump()
+    kwargs["trust_remote_code"] = res.processor_trust_remote_code
+    if cfg.revision:
+        kwargs.setdefault("revision", cfg.revision)
+    path = str(model_path or res.model_id)
+    if res.source == "remote_code" or res.processor_class == AUTO_PROCESSOR:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, **kwargs)
+    return _class(res.import_path, res.processor_class).from_pretrained(path, **kwargs)
+
+
+def load_model(
+    res: Resolution, cfg: ModelConfig, model_path: str | Path | None = None, **overrides: Any
+):
+    """The model, loaded with `loading_params`, the dtype table and quantization.
+
+    `overrides` replace loading kwargs (e.g. `device_map=None` under multi-process training).
+    """
+    lp = cfg.loading_params
+    kwargs: dict[str, Any] = {"dtype": _dtype(cfg), "trust_remote_code": res.trust_remote_code}
+    if lp.device_map is not None:
+        kwargs["device_map"] = lp.device_map
+    if lp.attn_implementation:
+        kwargs["attn_implementation"] = lp.attn_implementation
+    if cfg.revision:
+        kwargs["revision"] = cfg.revision
+    quant = _quantization_config(cfg)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    kwargs.update(overrides)
+    path = str(model_path or res.model_id)
+    if res.source == "remote_code":
+        cls = _remote_auto_class(res, path, cfg.revision)
+    elif res.source == "auto":
+        from transformers import AutoModelForImageTextToText as cls
+    else:
+        cls = _class(res.import_path, res.model_class)
+    return cls.from_pretrained(path, **kwargs)

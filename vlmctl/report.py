@@ -1,0 +1,139 @@
+"""Findings -> what people and machines read: rich text, JSON, or GitHub annotations.
+
+The JSON shape is stable (scripts and CI parse it):
+`{"version": 1, "config_sets": [{"dir", "ok", "counts", "findings": [...]}], "summary": {...}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from vlmctl.errors import Finding
+
+JSON_VERSION = 1
+SEVERITIES = ("error", "warning", "info")
+_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass
+class SetReport:
+    """The findings of one config set."""
+
+    dir: str
+    findings: list[Finding] = field(default_factory=list)
+
+    def count(self, severity: str) -> int:
+        """How many findings of one severity."""
+        return sum(1 for f in self.findings if f.severity == severity)
+
+    def ok(self, strict: bool = False) -> bool:
+        """No error (and, with `strict`, no warning either)."""
+        return self.count("error") == 0 and not (strict and self.count("warning"))
+
+    def sorted(self) -> list[Finding]:
+        """Errors first, then warnings, then notes; each in file/line order."""
+        return sorted(
+            self.findings, key=lambda f: (_ORDER[f.severity], f.file or "", f.line or 0, f.col or 0)
+        )
+
+
+def exit_code(reports: Sequence[SetReport], strict: bool = False) -> int:
+    """0 when every set is ok, else 1."""
+    return 0 if all(r.ok(strict) for r in reports) else 1
+
+
+def _summary(reports: Sequence[SetReport], strict: bool) -> dict:
+    return {
+        "config_sets": len(reports),
+        "ok": all(r.ok(strict) for r in reports),
+        "strict": strict,
+        **{f"{s}s": sum(r.count(s) for r in reports) for s in SEVERITIES},
+    }
+
+
+def render_json(reports: Sequence[SetReport], strict: bool = False) -> str:
+    """The stable JSON document."""
+    doc = {
+        "version": JSON_VERSION,
+        "config_sets": [
+            {
+                "dir": r.dir,
+                "ok": r.ok(strict),
+                "counts": {f"{s}s": r.count(s) for s in SEVERITIES},
+                "findings": [
+                    {
+                        "severity": f.severity,
+                        "message": f.message,
+                        "hint": f.hint,
+                        "file": f.file,
+                        "line": f.line,
+                        "col": f.col,
+                        "key": f.key,
+                        "row": f.row,
+                        "code": f.code,
+                        "text": f.one_line(),
+                    }
+                    for f in r.sorted()
+                ],
+            }
+            for r in reports
+        ],
+        "summary": _summary(reports, strict),
+    }
+    return json.dumps(doc, indent=2)
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def render_github(reports: Sequence[SetReport]) -> str:
+    """GitHub Actions workflow commands: `::error file=..,line=..,col=..,title=..::message`."""
+    level = {"error": "error", "warning": "warning", "info": "notice"}
+    lines = []
+    for r in reports:
+        for f in r.sorted():
+            props = []
+            if f.file and not f.file.startswith("--set"):
+                props.append(f"file={_gh_escape(f.file, True)}")
+                if f.line is not None:
+                    props.append(f"line={f.line}")
+                    if f.col is not None:
+                        props.append(f"col={f.col}")
+            title = f"vlmctl: {f.key}" if f.key else "vlmctl"
+            props.append(f"title={_gh_escape(title, True)}")
+            msg = f.message + (f" (fix: {f.hint})" if f.hint else "")
+            if f.file and f.file.startswith("--set"):
+                msg = f"{f.file}: {msg}"
+            lines.append(f"::{level[f.severity]} {','.join(props)}::{_gh_escape(msg)}")
+    return "\n".join(lines)
+
+
+def render_text(
+    reports: Sequence[SetReport], strict: bool = False, file: TextIO | None = None
+) -> None:
+    """Findings grouped per config set, coloured by severity (plain when not a terminal)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+    style = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+    for r in reports:
+        mark = "[green]ok[/]" if r.ok(strict) else "[bold red]FAILED[/]"
+        counts = ", ".join(f"{r.count(s)} {s}{'s' if r.count(s) != 1 else ''}" for s in SEVERITIES)
+        console.print(f"[bold]{escape(r.dir)}[/]: {mark} ({counts})")
+        for f in r.sorted():
+            console.print(f"  [{style[f.severity]}]{f.severity}[/]: {escape(f.one_line())}")
+    if len(reports) > 1:
+        s = _summary(reports, strict)
+        console.print(
+            f"{s['config_sets']} config sets: {s['errors']} errors, "
+            f"{s['warnings']} warnings, {s['infos']} notes"
+        )
