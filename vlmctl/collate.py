@@ -262,10 +262,9 @@ class VLMCollator:
         """Render, process, classify tokens, mask and (when `truncate`) apply the length policy.
 
         `truncate=False` measures only (validate/preview): nothing is cut or dropped for length,
-        `original_length` is the full length. Dropped rows come back with `drop_reason` set and
+        `stats` is not touched, `original_length` is the full length. Dropped rows come back with `drop_reason` set and
         are counted in `stats`; the policy `error` raises DataError.
         """
-        self.stats["rows"] += 1
         images, videos, video_meta = self._load_media(example)
         if self.prefix_suffix:
             enc = self._encode_prefix_suffix(example, images)
@@ -276,9 +275,11 @@ class VLMCollator:
             self._apply_length_policy(enc)
         if enc.drop_reason is None and enc.num_supervised == 0:
             enc.drop_reason = "no_labels"
-        if enc.drop_reason:
-            self.stats[f"dropped_{enc.drop_reason}"] += 1
-            self.stats["dropped"] += 1
+        if truncate:  # measuring (validate, length estimates) leaves the training stats alone
+            self.stats["rows"] += 1
+            if enc.drop_reason:
+                self.stats[f"dropped_{enc.drop_reason}"] += 1
+                self.stats["dropped"] += 1
         return enc
 
     def fits(self, enc: EncodedExample) -> bool:
