@@ -289,11 +289,12 @@ def test_eval_size_holdout_is_seeded(tmp_path):
 
 def test_eval_path_separate_file(tmp_path):
     write_rows(tmp_path / "train.json", "json")
-    write_rows(
-        tmp_path / "eval" / "eval.json" if False else tmp_path / "eval.json", "json", ROWS[:2]
-    )
-    data = load_splits(cfg(path="train.json", eval_path="eval.json"), tmp_path)
+    (tmp_path / "ev").mkdir()
+    write_rows(tmp_path / "ev" / "eval.json", "json", ROWS[:2])
+    data = load_splits(cfg(path="train.json", eval_path="ev/eval.json"), tmp_path)
     assert len(data.train) == 4 and len(data.eval) == 2
+    # the eval file's folder is searched for media too (after the train file's)
+    assert data.media_dirs == [tmp_path.resolve(), (tmp_path / "ev").resolve()]
 
 
 def test_media_dirs_media_root_first_then_file_folder(tmp_path):
