@@ -626,3 +626,15 @@ def test_real_lmms_finetune_other_files(fname, images, videos, systems):
         assert [ex.videos for ex in vex] == [["bm_teaser.mp4"], ["curry_vs_thunder.mp4"]]
         assert vex[0].images == [] and any("image(s) dropped" in n for n in vex[0].notes)
         assert assert_media_resolve(data, enumerate(vex)) == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["abo_vqa", "llamafactory_mllm", "llamafactory_video", "lmms_finetune_llava"]
+)
+def test_example_config_sets_load_with_the_config_loader(name):
+    """Config-only: the shipped example sets are valid (no data needed)."""
+    from vlmctl.config.load import load_config_set
+
+    cs = load_config_set(EXAMPLES / name)
+    assert cs.collator.dataset.path and cs.model.model_name_or_path
+    assert (cs.collator.conversation is None) == (name == "abo_vqa")
