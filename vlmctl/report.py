@@ -17,6 +17,7 @@ from vlmctl.errors import Finding
 JSON_VERSION = 1
 SEVERITIES = ("error", "warning", "info")
 _ORDER = {s: i for i, s in enumerate(SEVERITIES)}
+_NOUN = {"error": "error", "warning": "warning", "info": "note"}
 
 
 @dataclass

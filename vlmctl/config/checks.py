@@ -9,6 +9,7 @@ lives elsewhere: these rules read the configs only, and import nothing heavy.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from vlmctl.config.collator import placeholders
@@ -18,11 +19,16 @@ if TYPE_CHECKING:
     from vlmctl.config.load import ConfigSet
 
 
-def check_config_set(cs: ConfigSet) -> list[Finding]:
-    """Every cross-field finding of a validated set."""
+def check_config_set(cs: ConfigSet, valid: Collection[str] | None = None) -> list[Finding]:
+    """Every cross-field finding of a set; with `valid`, only rules whose files all validated.
+
+    The loader passes the files that validated so that a type error in one file does not
+    hide the cross-field problems of the others.
+    """
     out: list[Finding] = []
-    for rule in (_precision, _media, _messages, _model, _train, _masking, _dataset):
-        out += rule(cs)
+    for needs, rule in _RULES:
+        if valid is None or needs <= set(valid):
+            out += rule(cs)
     return out
 
 
@@ -354,17 +360,6 @@ def _model(cs: ConfigSet) -> list[Finding]:
                 code="device-map",
             )
         )
-    if m.quantization.enabled and not cs.peft.enabled:
-        out.append(
-            cs.finding(
-                "error",
-                "model",
-                "quantization",
-                "a quantized model cannot be fully fine-tuned (peft.enabled is false)",
-                hint="set peft.enabled: true (QLoRA) or turn quantization off",
-                code="quant-full",
-            )
-        )
     if m.model_name_or_path:
         from vlmctl.errors import ConfigError
         from vlmctl.models.resolve import resolve_model
@@ -449,10 +444,39 @@ def _dataset(cs: ConfigSet) -> list[Finding]:
                 "warning",
                 "collator",
                 "dataset.path",
-                "dataset.path is not set: "
-                "config checks pass, but train and dataset-level validate need it",
+                "dataset.path is not set: train "
+                "and the dataset-level checks need it",
                 hint="set dataset.path to a csv/json/jsonl/parquet file, a folder or a hub id",
                 code="no-dataset",
             )
         ]
     return []
+
+
+def _quantized_full(cs: ConfigSet) -> list[Finding]:
+    out: list[Finding] = []
+    m = cs.model
+    if m.quantization.enabled and not cs.peft.enabled:
+        out.append(
+            cs.finding(
+                "error",
+                "model",
+                "quantization",
+                "a quantized model cannot be fully fine-tuned (peft.enabled is false)",
+                hint="set peft.enabled: true (QLoRA) or turn quantization off",
+                code="quant-full",
+            )
+        )
+    return out
+
+
+_RULES = (
+    ({"train"}, _precision),
+    ({"collator"}, _media),
+    ({"collator"}, _messages),
+    ({"model"}, _model),
+    ({"model", "peft"}, _quantized_full),
+    ({"train"}, _train),
+    ({"collator"}, _masking),
+    ({"collator"}, _dataset),
+)

@@ -9,6 +9,7 @@ the key path and a fix hint. pydantic's messages are rewritten into the config's
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -479,6 +480,31 @@ def _apply_override(data: dict, ov: Override) -> str | None:
     return None
 
 
+def _without_bad_keys(
+    cls: type[BaseModel], data: dict, exc: ValidationError, rounds: int = 3
+) -> BaseModel | None:
+    """The file validated with its invalid keys dropped (defaults in their place), or None.
+
+    Lets the cross-field rules check the rest of a file that has a type error in one key.
+    """
+    data = copy.deepcopy(data)
+    for _ in range(rounds):
+        for err in exc.errors(include_url=False):
+            path = _clean_path(tuple(err["loc"]), data)
+            while path and isinstance(path[-1], int):
+                path = path[:-1]
+            node: Any = data
+            for part in path[:-1]:
+                node = node[part] if isinstance(node, (dict, list)) else None
+            if isinstance(node, dict) and path:
+                node.pop(path[-1], None)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as again:
+            exc = again
+    return None
+
+
 def collect_config_set(
     directory: str | Path, overrides: Iterable[str | Override] = ()
 ) -> tuple[ConfigSet | None, list[Finding]]:
@@ -505,6 +531,7 @@ def collect_config_set(
         ]
     docs: dict[str, YamlDoc] = {}
     models: dict[str, BaseModel] = {}
+    partial: dict[str, BaseModel] = {}  # invalid files with their bad keys dropped
     for key, path in files.items():
         doc, problems = read_yaml(path)
         findings += problems
@@ -533,12 +560,16 @@ def collect_config_set(
             models[key] = cls.model_validate(data)
         except ValidationError as exc:
             findings += _validation_findings(exc, cls, data, key, path, doc, ovs)
-    if len(models) < len(FILES) or any(f.severity == "error" for f in findings):
-        return None, findings
-    cs = ConfigSet(dir=directory, files=files, docs=docs, overrides=ovs, **models)  # type: ignore[arg-type]
-    findings += check_config_set(cs)
+            repaired = _without_bad_keys(cls, data, exc)
+            if repaired is not None:
+                partial[key] = repaired
+    complete = len(models) == len(FILES)
+    # Files that failed validation get their defaults so that the rules of the others still run.
+    parts = {key: models.get(key) or partial.get(key) or MODELS[key]() for key in FILES}
+    cs = ConfigSet(dir=directory, files=files, docs=docs, overrides=ovs, **parts)  # type: ignore[arg-type]
+    findings += check_config_set(cs, valid=set(models) | set(partial))
     cs.findings = [f for f in findings if f.severity != "error"]
-    if any(f.severity == "error" for f in findings):
+    if not complete or any(f.severity == "error" for f in findings):
         return None, findings
     return cs, findings
 
