@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from vlmctl.errors import UsageError
 
 
 class OutputFormat(str, Enum):
@@ -37,22 +40,76 @@ def validate(
             show_default=False,
         ),
     ] = None,
+    config_only: Annotated[
+        bool,
+        typer.Option("--config-only", help="Skip the dataset pass (configs only; fast, no torch)."),
+    ] = False,
+    sample: Annotated[
+        int | None,
+        typer.Option(
+            "--sample",
+            min=1,
+            help="Dataset pass: check a seeded sample of N rows.",
+            show_default=False,
+        ),
+    ] = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Dataset pass: every row (default for local data).")
+    ] = False,
+    num_proc: Annotated[
+        int, typer.Option("--num-proc", min=1, help="Dataset pass: worker processes for rows.")
+    ] = 1,
 ) -> None:
-    """Check config sets: YAML, keys, types, cross-field rules. Exit 0 ok, 1 errors, 2 usage."""
+    """Check config sets: YAML, keys, types, cross-field rules; then the dataset: columns, rows,
+    media and token lengths with the real processor (skip with --config-only). Exit 0 ok (or
+    warnings only), 1 errors, 2 usage. Writes nothing.
+    """
     from vlmctl.config.load import collect_config_set, parse_override
     from vlmctl.report import SetReport, exit_code, render_github, render_json, render_text
 
     parsed = [parse_override(o) for o in overrides or []]  # a bad --set is a usage error (2)
-    reports = []
+    if sample is not None and all_rows:
+        raise UsageError("--sample and --all exclude each other", hint="pick one")
+    if config_only and (sample is not None or all_rows or num_proc != 1):
+        raise UsageError(
+            "--sample/--all/--num-proc need the dataset pass", hint="drop --config-only"
+        )
+    reports, summaries = [], []
     for directory in directories or [Path(".")]:
-        _, findings = collect_config_set(directory, parsed)
+        cs, findings = collect_config_set(directory, parsed)
+        summary = None
+        if cs is not None and not config_only:
+            # The dataset pass (heavy imports happen only here).
+            from vlmctl.checks.data_checks import DataCheckOptions
+            from vlmctl.checks.data_report import add_dataset_pass
+
+            progress = output_format is OutputFormat.text and sys.stderr.isatty()
+            opts = DataCheckOptions(
+                sample=sample, all_rows=all_rows, num_proc=num_proc, progress=progress
+            )
+            summary = add_dataset_pass(cs, findings, opts)
         reports.append(SetReport(dir=str(directory), findings=findings))
+        summaries.append(summary)
     if output_format is OutputFormat.json:
-        print(render_json(reports, strict))
+        text = render_json(reports, strict)
+        if not config_only:
+            from vlmctl.checks.data_report import json_with_data
+
+            text = json_with_data(text, summaries)
+        print(text)
     elif output_format is OutputFormat.github:
+        if any(s is not None for s in summaries):
+            from vlmctl.checks.data_report import github_ready
+
+            reports = [SetReport(dir=r.dir, findings=github_ready(r.findings)) for r in reports]
         text = render_github(reports)
         if text:
             print(text)
     else:
         render_text(reports, strict)
+        for report, summary in zip(reports, summaries, strict=True):
+            if summary is not None:
+                from vlmctl.checks.data_report import render_summary_text
+
+                render_summary_text(report.dir, summary)
     raise typer.Exit(exit_code(reports, strict))

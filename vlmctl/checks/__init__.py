@@ -1,0 +1,1 @@
+"""vlmctl.checks: findings about a config set against the real data (`validate`)."""
