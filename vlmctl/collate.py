@@ -497,7 +497,9 @@ class VLMCollator:
         out = self._process(kwargs, example.row)
         offsets = out.pop("offset_mapping")[0].tolist()
         repl = out.pop("text_replacement_offsets", None)
-        repl = sorted((repl or [[]])[0], key=lambda r: r["span"][0])
+        # A list per text; an empty tensor when nothing was expanded (text-only rows).
+        repl = repl[0] if isinstance(repl, list) and repl else []
+        repl = sorted(repl, key=lambda r: r["span"][0])
         ids = out.pop("input_ids")[0].long()
         out.pop("labels", None)
         # original char position -> expanded char position
