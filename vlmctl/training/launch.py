@@ -1,0 +1,195 @@
+"""How `vlmctl train` starts the worker: an `accelerate launch` argv, and a launcher to run it.
+
+`build_launch_argv` is pure, so every preset and flag combination is tested without a GPU.
+The launcher is a plain callable `(argv, env) -> exit code`, passed in by the caller, so tests
+(and TRL-style wrappers) can swap it.
+
+Why a subprocess and not accelerate's `launch_command` in-process: accelerate takes ~6 s to
+import, and its launchers turn every non-zero worker exit into exit code 1 (simple launcher)
+or a `ChildFailedError` (torchrun). The worker therefore writes its real exit code to a status
+folder, which `run_launcher` reads back.
+
+Presets (`vlmctl/training/presets/*.yaml`) are accelerate config files. Their
+`mixed_precision` is 'no': precision comes from `train_config.yaml` (bf16/fp16), which the
+Trainer turns into accelerate's setting, so one switch decides it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS: tuple[str, ...] = (
+    "single_gpu",
+    "multi_gpu",
+    "fsdp2",
+    "zero2",
+    "zero3",
+    "cpu",
+    "cpu_ddp",
+)
+WORKER_MODULE = "vlmctl.training.worker"
+DEFAULT_PORT = 29500
+
+Launcher = Callable[[list[str], Mapping[str, str]], int]
+
+
+def preset_path(name: str) -> Path:
+    """The packaged accelerate config file of a preset name."""
+    return PRESET_DIR / f"{name}.yaml"
+
+
+def default_preset(num_processes: int, gpu_count: int) -> str:
+    """The preset used when the user names none.
+
+    One process: `single_gpu`, or `cpu` without CUDA. More processes: `multi_gpu` (DDP), or
+    `cpu_ddp` (gloo) without CUDA.
+    """
+    if num_processes > 1:
+        return "multi_gpu" if gpu_count > 0 else "cpu_ddp"
+    return "single_gpu" if gpu_count > 0 else "cpu"
+
+
+def build_launch_argv(
+    preset_or_path: str | Path,
+    num_processes: int | None,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    main_process_ip: str | None = None,
+    main_process_port: int | None = None,
+    worker_args: Sequence[str] = (),
+    mixed_precision: str | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """The full `python -m accelerate.commands.launch ... -m vlmctl.training.worker ...` argv.
+
+    `num_processes` is per machine (what people mean: GPUs per machine); accelerate's flag is
+    the total across machines, so it is multiplied by `num_machines`. None leaves the config
+    file's value (a user's own accelerate config). A preset name maps to the packaged file;
+    anything else is taken as a path to the user's accelerate config.
+    """
+    name = str(preset_or_path)
+    config_file = str(preset_path(name)) if name in PRESETS else os.path.abspath(name)
+    argv = [python or sys.executable, "-m", "accelerate.commands.launch"]
+    argv += ["--config_file", config_file]
+    if num_processes is not None:
+        argv += ["--num_processes", str(num_processes * num_machines)]
+    if num_machines > 1:
+        argv += ["--num_machines", str(num_machines), "--machine_rank", str(machine_rank)]
+        if main_process_ip:
+            argv += ["--main_process_ip", main_process_ip]
+        argv += ["--main_process_port", str(main_process_port or DEFAULT_PORT)]
+    elif main_process_port is not None:
+        argv += ["--main_process_port", str(main_process_port)]
+    if mixed_precision is not None:
+        argv += ["--mixed_precision", mixed_precision]
+    # Single-process and DeepSpeed launchers print a second traceback on failure without it.
+    argv += ["--quiet", "--module", WORKER_MODULE, *worker_args]
+    return argv
+
+
+def detect_gpu_count() -> int:
+    """Visible CUDA GPUs, without importing torch (the CLI must stay light).
+
+    Reads the NVIDIA driver's /proc entries (present in containers run with --gpus too), then
+    honours CUDA_VISIBLE_DEVICES.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return 0
+    gpus_dir = Path("/proc/driver/nvidia/gpus")
+    try:
+        count = len(list(gpus_dir.iterdir())) if gpus_dir.is_dir() else 0
+    except OSError:
+        count = 0
+    if count and visible:
+        count = min(count, len([v for v in visible.split(",") if v.strip()]))
+    return count
+
+
+# --- running it ------------------------------------------------------------------------------
+
+
+def subprocess_launcher(
+    argv: list[str], env: Mapping[str, str], status_dir: Path | None = None
+) -> int:
+    """Run the launch argv; forward SIGINT/SIGTERM to the workers so they checkpoint.
+
+    The launcher runs in its own session, so a terminal Ctrl-C reaches vlmctl only; vlmctl then
+    signals the worker processes (their pids are in the status folder) and leaves accelerate /
+    torchrun alone, so it does not kill the workers while they save. Before any worker has
+    started, the whole launch group gets the signal (there is nothing to save yet). A second
+    signal is forwarded again (the worker then stops without saving).
+    """
+    proc = subprocess.Popen(argv, env=dict(env), start_new_session=True)
+
+    def forward(signum, _frame):
+        pids = _worker_pids(status_dir)
+        if pids:
+            for pid in pids:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+        else:
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # pragma: no cover - handler replaces the default
+                continue
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _worker_pids(status_dir: Path | None) -> list[int]:
+    if status_dir is None or not status_dir.is_dir():
+        return []
+    pids = []
+    for f in sorted(status_dir.glob("rank*.json")):
+        try:
+            pids.append(int(json.loads(f.read_text())["pid"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return pids
+
+
+def read_exit_status(status_dir: Path) -> dict | None:
+    """The worker's `exit.json` ({exit_code, message, ...}) or None when it never wrote one."""
+    path = status_dir / "exit.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_launch(
+    argv: list[str],
+    env: Mapping[str, str],
+    status_dir: Path,
+    launcher: Launcher | None = None,
+) -> int:
+    """Launch and return the worker's own exit code (accelerate's when the worker wrote none)."""
+    if launcher is None:
+        code = subprocess_launcher(argv, env, status_dir)
+    else:
+        code = launcher(argv, env)
+    status = read_exit_status(status_dir)
+    if status is not None and "exit_code" in status:
+        return int(status["exit_code"])
+    return int(code)

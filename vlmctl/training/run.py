@@ -1,0 +1,240 @@
+"""The `vlmctl train` side of a run: check everything cheap, then launch the worker.
+
+Order matters for the user: config errors come before any launch (seconds, not minutes of
+model loading), a used output folder is refused before anything is written, and the exit code
+is the worker's own (0, 1, or 143/130 after a signal with a checkpoint saved).
+No heavy imports here: the CLI stays fast and accelerate/torch load only in the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmctl.errors import Finding, UsageError, VlmctlError
+from vlmctl.training import launch as ln
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainRequest:
+    """Everything `vlmctl train` was asked to do (flags, parsed)."""
+
+    config_dir: Path
+    output_dir: Path | None = None
+    resume: str | None = None  # "auto" | a checkpoint path | None
+    overwrite: bool = False
+    overrides: list[str] = field(default_factory=list)
+    num_processes: int | None = None
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    accelerate_config: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class Plan:
+    """What will be launched."""
+
+    argv: list[str]
+    env: dict[str, str]
+    output_dir: Path
+    resume_from: Path | None
+    preset: str
+    notes: list[str]
+    status_dir: Path
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N` folder (highest N with a trainer_state.json)."""
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for child in output_dir.iterdir():
+        m = CHECKPOINT_RE.match(child.name)
+        if m and child.is_dir() and (child / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), child))
+    return max(found)[1] if found else None
+
+
+def is_used(output_dir: Path) -> bool:
+    """A folder with anything in it is a used output folder."""
+    return output_dir.is_dir() and any(output_dir.iterdir())
+
+
+def _cli_overrides(req: TrainRequest) -> list[str]:
+    """`--model` / `--dataset` as overrides; local paths made absolute (they are cwd-relative
+    on the command line, config-relative in the files)."""
+    out = list(req.overrides)
+    if req.model:
+        p = Path(req.model).expanduser()
+        value = str(p.resolve()) if p.exists() else req.model
+        out.append(f"model.model_name_or_path={value}")
+    if req.dataset:
+        p = Path(req.dataset).expanduser()
+        value = str(p.resolve()) if p.exists() else req.dataset
+        out.append(f"collator.dataset.path={value}")
+    return out
+
+
+def _resume_hint(req: TrainRequest, output_dir: Path) -> str:
+    parts = ["vlmctl", "train", str(req.config_dir)]
+    if req.output_dir is not None:
+        parts += ["--output-dir", str(output_dir)]
+    for o in req.overrides:
+        parts += ["--set", o]
+    if req.model:
+        parts += ["--model", req.model]
+    if req.dataset:
+        parts += ["--dataset", req.dataset]
+    if req.num_processes:
+        parts += ["--num-processes", str(req.num_processes)]
+    if req.accelerate_config:
+        parts += ["--accelerate-config", req.accelerate_config]
+    parts += ["--resume", "auto"]
+    return shlex.join(parts)
+
+
+def pick_preset(req: TrainRequest, gpu_count: int) -> tuple[str, int | None, list[str]]:
+    """(preset name or config path, processes per machine or None, notes)."""
+    notes: list[str] = []
+    n = req.num_processes
+    if n is not None and n < 1:
+        raise UsageError(Finding("error", f"--num-processes {n}: must be at least 1"))
+    name = req.accelerate_config
+    if name is None:
+        return ln.default_preset(n or 1, gpu_count), n or 1, notes
+    if name in ln.PRESETS:
+        if name == "cpu" and (n or 1) > 1:
+            notes.append("--accelerate-config cpu runs one process; using cpu_ddp (gloo)")
+            name = "cpu_ddp"
+        if name in ("multi_gpu", "cpu_ddp", "fsdp2", "zero2", "zero3") and n is None:
+            n = max(gpu_count, 1) if name != "cpu_ddp" else 2
+        return name, n or 1, notes
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise UsageError(
+            Finding(
+                "error",
+                f"--accelerate-config {name}: no such preset or file",
+                hint=f"use one of {', '.join(ln.PRESETS)} or a path to an accelerate config "
+                "(accelerate config --config_file FILE)",
+            )
+        )
+    return str(path.resolve()), n, notes
+
+
+def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
+    """Check the config set and the output folder; build the launch. Changes nothing on disk.
+
+    Raises ConfigError (every config problem) or UsageError (flags, used output folder).
+    """
+    from vlmctl.config.load import load_config_set
+
+    overrides = _cli_overrides(req)
+    cs = load_config_set(req.config_dir, overrides)
+    output_dir = (req.output_dir or cs.output_dir).expanduser().resolve()
+    if req.resume and req.overwrite:
+        raise UsageError(
+            Finding("error", "--resume and --overwrite contradict each other", hint="pick one")
+        )
+    resume_from: Path | None = None
+    notes: list[str] = []
+    if req.resume == "auto":
+        resume_from = latest_checkpoint(output_dir)
+        if resume_from is None:
+            notes.append(f"--resume auto: no checkpoint in {output_dir}; starting from step 0")
+    elif req.resume:
+        resume_from = Path(req.resume).expanduser().resolve()
+        if not (resume_from / "trainer_state.json").is_file():
+            raise UsageError(
+                Finding(
+                    "error",
+                    f"--resume {req.resume}: not a checkpoint folder (no trainer_state.json)",
+                    hint=f"use --resume auto, or a checkpoint-N folder of {output_dir}",
+                )
+            )
+    elif is_used(output_dir) and not req.overwrite:
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"output folder {output_dir} is already used",
+                hint="add --resume auto to continue it, --overwrite to replace it, or choose "
+                "another --output-dir",
+                code="output-used",
+            )
+        )
+    if req.overwrite and is_used(output_dir) and not (output_dir / "vlmctl-run.json").exists():
+        raise UsageError(
+            Finding(
+                "error",
+                f"--overwrite: {output_dir} is not a vlmctl run folder (no vlmctl-run.json); "
+                "refusing to delete it",
+                hint="empty it yourself or choose another --output-dir",
+            )
+        )
+
+    gpus = ln.detect_gpu_count() if gpu_count is None else gpu_count
+    preset, nproc, pnotes = pick_preset(req, gpus)
+    notes += pnotes
+    status_dir = Path(tempfile.mkdtemp(prefix="vlmctl-run-"))
+    worker_args = [str(cs.dir.resolve()), "--output-dir", str(output_dir)]
+    for o in overrides:
+        worker_args += ["--set", o]
+    if resume_from is not None:
+        worker_args += ["--resume", str(resume_from)]
+    worker_args += ["--status-dir", str(status_dir)]
+    worker_args += ["--resume-hint", _resume_hint(req, output_dir)]
+    argv = ln.build_launch_argv(
+        preset,
+        nproc,
+        num_machines=req.num_machines,
+        machine_rank=req.machine_rank,
+        main_process_ip=req.main_process_ip,
+        main_process_port=req.main_process_port,
+        worker_args=worker_args,
+    )
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return Plan(
+        argv=argv,
+        env=env,
+        output_dir=output_dir,
+        resume_from=resume_from,
+        preset=Path(preset).stem if os.sep in preset else preset,
+        notes=notes,
+        status_dir=status_dir,
+    )
+
+
+def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
+    """Plan, then launch (or print the argv with --dry-run). Returns the exit code."""
+    plan = plan_run(req)
+    for note in plan.notes:
+        print(f"vlmctl: {note}", file=sys.stderr)
+    if req.dry_run:
+        shutil.rmtree(plan.status_dir, ignore_errors=True)
+        print(shlex.join(plan.argv))
+        return 0
+    if req.overwrite and is_used(plan.output_dir):
+        shutil.rmtree(plan.output_dir)
+        print(f"vlmctl: --overwrite: removed {plan.output_dir}", file=sys.stderr)
+    if plan.resume_from is not None:
+        print(f"vlmctl: resuming from {plan.resume_from}", file=sys.stderr)
+    print(f"vlmctl: launching ({plan.preset}) -> {plan.output_dir}", file=sys.stderr, flush=True)
+    try:
+        return ln.run_launch(plan.argv, plan.env, plan.status_dir, launcher)
+    finally:
+        shutil.rmtree(plan.status_dir, ignore_errors=True)

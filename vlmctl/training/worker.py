@@ -1,0 +1,394 @@
+"""What `accelerate launch` runs in every process: config set -> model + PEFT -> SFTTrainer.
+
+    python -m vlmctl.training.worker CONFIG_DIR --output-dir D [--set k=v ...]
+        [--resume CHECKPOINT] [--status-dir S]
+
+`vlmctl train` builds this command line (it has already checked the config set and the output
+folder). Steps, in order: load the config set (+ overrides) -> pick precision for this hardware
+-> wandb never prompts (offline without credentials) -> processor, model (device_map per
+process, optional 4/8-bit) -> dataset splits and the project's collator (+ a length column for
+group_by_length) -> LoRA on the language model only, unless told otherwise -> SFTTrainer ->
+train -> adapter (or weights), processor, `vlmctl-run.json`, `configs/` (rank 0 only).
+
+Exit codes: 0 done; 1 a user error (one line per finding) or a crash; 143 / 130 stopped by
+SIGTERM / SIGINT after saving a checkpoint (resume with `vlmctl train DIR --resume auto`).
+The code is also written to `<status-dir>/exit.json`, because accelerate's launchers replace
+every non-zero code with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import netrc
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from vlmctl.errors import ConfigError, VlmctlError
+
+_MAIN = int(os.environ.get("RANK", "0")) == 0
+
+
+def say(text: str) -> None:
+    """A line for people (stderr; rank 0 only)."""
+    if _MAIN:
+        print(f"vlmctl: {text}", file=sys.stderr, flush=True)
+
+
+# --- arguments and status ----------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vlmctl.training.worker")
+    p.add_argument("config_dir")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--resume", default=None, help="checkpoint folder to resume from")
+    p.add_argument("--status-dir", default=None)
+    p.add_argument("--resume-hint", default=None, help="command that resumes this run")
+    return p.parse_args(argv)
+
+
+class Status:
+    """The status folder shared with `vlmctl train`: worker pids, and the exit code."""
+
+    def __init__(self, folder: str | None) -> None:
+        self.folder = Path(folder) if folder else None
+        self.info: dict[str, Any] = {}
+
+    def write_rank(self, rank: int, local_rank: int, world: int) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        info = {
+            "pid": os.getpid(),
+            "rank": rank,
+            "local_rank": local_rank,
+            "world_size": world,
+            "host": socket.gethostname(),
+        }
+        (self.folder / f"rank{rank}.json").write_text(json.dumps(info))
+
+    def write_exit(self, code: int, **extra: Any) -> None:
+        if self.folder is None or not _MAIN:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "exit.json.tmp"
+        tmp.write_text(json.dumps({"exit_code": code, **extra}, default=str))
+        tmp.replace(self.folder / "exit.json")
+
+
+# --- wandb ---------------------------------------------------------------------------------------
+
+
+def wandb_has_credentials(env: dict[str, str] | None = None) -> bool:
+    """An API key in the environment or a ~/.netrc entry for the wandb host (what login writes)."""
+    env = os.environ if env is None else env
+    if env.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = env.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def prepare_wandb(report_to: list[str], output_dir: Path) -> str | None:
+    """Make wandb safe to start: never a login prompt. Returns the offline folder, if offline.
+
+    Without credentials it runs offline (files under the output folder) and says how to
+    upload them later; WANDB_MODE set by the user is respected when it is not `online`.
+    """
+    if "wandb" not in report_to:
+        return None
+    os.environ.setdefault("WANDB_PROJECT", "vlmctl")
+    os.environ.setdefault("WANDB_DIR", str(output_dir))
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("disabled", "offline", "dryrun"):
+        return os.environ["WANDB_DIR"] if mode != "disabled" else None
+    if not wandb_has_credentials():
+        os.environ["WANDB_MODE"] = "offline"
+        return os.environ["WANDB_DIR"]
+    return None
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _model_path(cs: Any) -> str:
+    """A local model folder (relative to the config folder) as an absolute path, else the id."""
+    mid = str(cs.model.model_name_or_path)
+    local = cs.resolve_path(mid)
+    return str(local.resolve()) if local.exists() else mid
+
+
+def sft_kwargs(
+    cs: Any, output_dir: Path, precision: Any, has_eval: bool, group_by_length: bool
+) -> dict[str, Any]:
+    """SFTConfig kwargs: the user's train config plus what a VLM run with this collator needs."""
+    from vlmctl.training.lengths import LENGTH_COLUMN
+
+    kw = cs.train.to_sft_kwargs()
+    user = cs.train.extra_keys()
+    kw["output_dir"] = str(output_dir)
+    kw["remove_unused_columns"] = False  # the collator needs the raw columns
+    kw["dataset_kwargs"] = {**(kw.get("dataset_kwargs") or {}), "skip_prepare_dataset": True}
+    kw["bf16"], kw["fp16"] = precision.bf16, precision.fp16
+    if precision.use_cpu:
+        # Also what makes torchrun-launched CPU processes join one gloo group.
+        kw["use_cpu"] = True
+    kw["disable_tqdm"] = True  # StepLog prints readable lines instead
+    if group_by_length:
+        kw["length_column_name"] = LENGTH_COLUMN
+    if "eval_strategy" not in user:
+        kw["eval_strategy"] = "steps" if has_eval and cs.train.eval_steps else "no"
+    if kw.get("eval_strategy", "no") == "no":
+        kw.pop("eval_steps", None)
+    kw.setdefault("include_num_input_tokens_seen", "non_padding")
+    kw.setdefault("run_name", output_dir.name)
+    if kw.get("activation_checkpointing"):
+        # Non-reentrant: works with frozen inputs (LoRA) and DDP without find_unused tricks.
+        kw.setdefault("activation_checkpointing_kwargs", {"use_reentrant": False})
+    return kw
+
+
+def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
+    """The training run of one process. Returns the exit code."""
+    t_start = time.monotonic()
+    from vlmctl.config.load import load_config_set
+    from vlmctl.training.callbacks import rank_env
+
+    rank, local_rank, world = rank_env()
+    output_dir = Path(args.output_dir).resolve()
+    cs = load_config_set(args.config_dir, args.overrides)
+
+    import torch
+    import transformers
+
+    if not os.environ.get("VLMCTL_DEBUG"):
+        import warnings
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    cuda = torch.cuda.is_available()
+    from vlmctl.training.model_prep import choose_precision
+
+    precision = choose_precision(cs, cuda, cuda and torch.cuda.is_bf16_supported())
+    for note in precision.notes:
+        say(note)
+    if world > 1:
+        say(f"{world} processes ({'CUDA' if cuda else 'CPU, gloo'})")
+
+    offline_dir = prepare_wandb(cs.train.report_to_list(), output_dir)
+    if offline_dir:
+        say(
+            f"wandb: no credentials found, logging offline under {offline_dir}/wandb "
+            f"(upload later: wandb sync {offline_dir}/wandb/offline-run-*)"
+        )
+
+    from trl import SFTConfig, SFTTrainer
+
+    from vlmctl.collate import VLMCollator
+    from vlmctl.data.dataset import load_splits
+    from vlmctl.models.resolve import load_model, load_processor, resolve_model
+    from vlmctl.training import manifest as mf
+    from vlmctl.training.callbacks import GracefulStop, StepLog, WandbConfig
+    from vlmctl.training.lengths import with_lengths
+    from vlmctl.training.model_prep import (
+        device_map_for,
+        freeze_outside_language_model,
+        lora_config,
+        trainable_summary,
+    )
+
+    assert isinstance(stop, GracefulStop)
+    model_path = _model_path(cs)
+    res = resolve_model(cs.model)
+    processor = load_processor(res, cs.model, model_path)
+    quantized = cs.model.quantization.enabled
+    device_map, note = device_map_for(
+        cs.model.loading_params.device_map, world, local_rank, cuda, quantized
+    )
+    if note:
+        say(note)
+    model = load_model(res, cs.model, model_path, device_map=device_map)
+    model.config.use_cache = False
+
+    data = load_splits(cs.collator, cs.dir, seed=cs.train.seed)
+    say(f"data: {data.description}")
+    collator = VLMCollator(
+        processor,
+        cs.collator,
+        data.media_dirs,
+        model_type=getattr(model.config, "model_type", None),
+    )
+    train_ds, eval_ds = data.train, data.eval
+    group = bool(cs.train.group_by_length)
+    if group:
+        train_ds = with_lengths(train_ds, collator, cs.collator)
+        if eval_ds is not None:
+            eval_ds = with_lengths(eval_ds, collator, cs.collator)
+
+    act_ckpt = bool(cs.train.to_sft_kwargs().get("activation_checkpointing"))
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=act_ckpt,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    peft_cfg = None
+    if cs.peft.enabled:
+        peft_cfg = lora_config(cs, model)
+    else:
+        if quantized:
+            raise ConfigError(
+                cs.finding(
+                    "error",
+                    "peft",
+                    "enabled",
+                    "a 4/8-bit model cannot be fully fine-tuned",
+                    hint="set peft.enabled: true (QLoRA) or turn quantization off",
+                )
+            )
+        if cs.peft.exclude_vision_modules:
+            frozen = freeze_outside_language_model(model)
+            say(f"full fine-tune: vision tower and projector frozen ({frozen:,} parameters)")
+
+    kwargs = sft_kwargs(cs, output_dir, precision, eval_ds is not None, group)
+    configs = mf.resolved_configs(cs)
+    stop_log = StepLog(_console())
+    callbacks = [stop, stop_log]
+    if "wandb" in cs.train.report_to_list():
+        callbacks.append(WandbConfig(configs))
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**kwargs),
+        data_collator=collator,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=processor,
+        peft_config=peft_cfg,
+        callbacks=callbacks,
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # raw dicts; StepLog prints readable lines
+    trainable, total = trainable_summary(trainer.model)
+    what = "LoRA" if peft_cfg is not None else "full fine-tune"
+    say(
+        f"model: {res.model_id} ({res.model_class}), {what}: {trainable:,} of {total:,} "
+        f"parameters train"
+    )
+
+    manifest = {
+        "vlmctl_version": mf.package_versions().get("vlmctl"),
+        "model_name_or_path": model_path,
+        "revision": cs.model.revision,
+        "model_class": res.model_class,
+        "processor_class": res.processor_class,
+        "peft": peft_cfg is not None,
+        "config_dir": str(cs.dir.resolve()),
+        "configs": configs,
+        "overrides": mf.strip_secret_overrides(list(args.overrides)),
+        "versions": mf.package_versions(),
+        "dataset": data.description,
+        "dataset_fingerprint": mf.dataset_fingerprint(train_ds, eval_ds),
+        "git_commit": mf.git_commit(cs.dir),
+        "world_size": world,
+        "global_step": 0,
+        "finished": False,
+        "resumed_from": args.resume,
+    }
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        mf.write_configs(output_dir, configs)
+        mf.write_manifest(output_dir, manifest)
+
+    result = trainer.train(resume_from_checkpoint=args.resume)
+    step = trainer.state.global_step
+    manifest["global_step"] = step
+    manifest["train_seconds"] = round(float(result.metrics.get("train_runtime", 0.0)), 2)
+    manifest["wall_seconds"] = round(time.monotonic() - t_start, 2)
+    if collator.stats.get("dropped"):
+        say(f"collator dropped {collator.stats['dropped']} rows ({collator.drop_summary()})")
+    if stop.signum is not None:
+        if trainer.is_world_process_zero():
+            mf.write_manifest(output_dir, manifest)
+        hint = args.resume_hint or f"vlmctl train {cs.dir} --output-dir {output_dir} --resume auto"
+        say(
+            f"stopped by signal {stop.signum} at step {step}; checkpoint saved in "
+            f"{output_dir}/checkpoint-{step}. Resume with: {hint}"
+        )
+        status.info.update(global_step=step, stopped=True)
+        return stop.exit_code
+
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(output_dir))
+        manifest["finished"] = True
+        manifest["train_loss"] = getattr(result, "training_loss", None)
+        mf.write_manifest(output_dir, manifest)
+        what = "adapter" if peft_cfg is not None else "model"
+        say(f"done: {what} and processor saved in {output_dir}")
+        if peft_cfg is not None:
+            say(f"next: vlmctl merge {output_dir}")
+        if offline_dir:
+            say(f"wandb: upload this run with: wandb sync {offline_dir}/wandb/offline-run-*")
+    status.info.update(global_step=step, stopped=False)
+    return 0
+
+
+def _console():
+    if not _MAIN:
+        return None
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of each launched process."""
+    from vlmctl.training.callbacks import GracefulStop, rank_env
+
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    rank, local_rank, world = rank_env()
+    status = Status(args.status_dir)
+    status.write_rank(rank, local_rank, world)
+    stop = GracefulStop()
+    stop.install()
+    try:
+        code = run(args, stop, status)
+    except VlmctlError as exc:
+        if _MAIN:
+            for f in exc.findings:
+                print(f"{f.severity}: {f.one_line()}", file=sys.stderr, flush=True)
+        code = 1
+    except SystemExit as exc:  # a signal before training started, or a second signal
+        code = exc.code if isinstance(exc.code, int) else 1
+        say(f"stopped (exit {code}) before a checkpoint could be saved")
+    except Exception as exc:  # noqa: BLE001 - the boundary of the process
+        if os.environ.get("VLMCTL_DEBUG") or not _MAIN:
+            traceback.print_exc()
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+            print("set VLMCTL_DEBUG=1 for the traceback", file=sys.stderr, flush=True)
+        code = 1
+    status.write_exit(code, **status.info)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
