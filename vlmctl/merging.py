@@ -284,6 +284,19 @@ def plan_merge(opts: MergeOptions) -> MergePlan:
             )
         )
 
+    trained_class = (adapter_config.get("auto_mapping") or {}).get("base_model_class")
+    trained_class = (manifest or {}).get("model_class") or trained_class
+    base_classes = base_cfg.get("architectures") or []
+    if trained_class and base_classes and trained_class not in base_classes:
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"adapter does not fit base {base}: trained on a {trained_class}, "
+                f"the base is a {base_classes[0]}",
+                hint="pass --base with the model the adapter was trained on",
+            )
+        )
+
     quant = model_cfg.get("quantization") or {}
     trained_quantized = "4bit" if quant.get("load_in_4bit") else None
     trained_quantized = trained_quantized or ("8bit" if quant.get("load_in_8bit") else None)
@@ -332,7 +345,8 @@ def plan_merge(opts: MergeOptions) -> MergePlan:
         trust_remote_code=trust,
         output=output,
         processor_dir=processor_dir,
-        model_class=(manifest or {}).get("model_class"),
+        # The training class applies to the training base only, not to a --base override.
+        model_class=None if opts.base else (manifest or {}).get("model_class"),
         trained_quantized=trained_quantized,
         notes=notes,
     )
@@ -541,6 +555,10 @@ def _strip_peft_prefix(key: str) -> str:
     return key[len("base_model.model.") :] if key.startswith("base_model.model.") else key
 
 
+class StreamingUnsupported(VlmctlError):
+    """The adapter or checkpoint needs the in-memory merge (PEFT handles it)."""
+
+
 @dataclass
 class LoraLayer:
     module: str  # module path in the model tree, e.g. model.language_model.layers.0.mlp.up_proj
@@ -556,7 +574,7 @@ def parse_adapter(adapter_dir: Path, adapter_config: dict) -> tuple[list[LoraLay
     """LoRA layers (with PEFT's scaling rule per layer) and modules_to_save tensors."""
     peft_type = str(adapter_config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
-        raise VlmctlError(
+        raise StreamingUnsupported(
             Finding(
                 "error",
                 f"--low-memory merges LoRA adapters only, not {peft_type}",
@@ -564,7 +582,7 @@ def parse_adapter(adapter_dir: Path, adapter_config: dict) -> tuple[list[LoraLay
             )
         )
     if adapter_config.get("target_parameters"):
-        raise VlmctlError(
+        raise StreamingUnsupported(
             Finding(
                 "error",
                 "--low-memory does not merge target_parameters (LoRA on raw parameters)",
@@ -581,7 +599,7 @@ def parse_adapter(adapter_dir: Path, adapter_config: dict) -> tuple[list[LoraLay
             full[key] = tensor  # modules_to_save / trainable tokens: replaces the base tensor
             continue
         if suffix.startswith(".lora_embedding"):
-            raise VlmctlError(
+            raise StreamingUnsupported(
                 Finding(
                     "error",
                     f"--low-memory does not merge LoRA on embeddings ({key})",
@@ -776,6 +794,12 @@ def _parse_size(size: str | int) -> int:
     return int(float(match.group(1)) * scale[unit])
 
 
+def _has_safetensors(base_dir: Path) -> bool:
+    return (base_dir / "model.safetensors").is_file() or (
+        base_dir / "model.safetensors.index.json"
+    ).is_file()
+
+
 def _checkpoint_files(base_dir: Path) -> list[Path]:
     index = base_dir / "model.safetensors.index.json"
     if index.is_file():
@@ -784,7 +808,7 @@ def _checkpoint_files(base_dir: Path) -> list[Path]:
     single = base_dir / "model.safetensors"
     if single.is_file():
         return [single]
-    raise VlmctlError(
+    raise StreamingUnsupported(
         Finding(
             "error",
             f"--low-memory needs safetensors weights; none in {base_dir}",
@@ -804,11 +828,11 @@ def _key_map(plan: MergePlan, ckpt_keys: list[str]):
     config = _load_config(plan)
     cls = _model_class(plan, config)
     with torch.device("meta"):
-        try:
+        if hasattr(cls, "from_config"):  # an Auto class
             meta = cls.from_config(
                 config, dtype=_torch_dtype(plan.dtype), trust_remote_code=plan.trust_remote_code
             )
-        except TypeError:
+        else:
             meta = cls._from_config(config, dtype=_torch_dtype(plan.dtype))
     meta_sd = meta.state_dict()
     mapping = get_model_conversion_mapping(meta)
@@ -829,79 +853,116 @@ def _key_map(plan: MergePlan, ckpt_keys: list[str]):
     return out, converted, dtypes, renamings, meta
 
 
-def low_memory_merge(plan: MergePlan, dest: Path, max_shard_size: str | int) -> dict:
+@dataclass
+class AdapterMatch:
+    """Where each adapter tensor lands in the base checkpoint (checkpoint key names)."""
+
+    headers: dict  # checkpoint key -> (file, safetensors header entry)
+    files: list
+    key_map: dict  # checkpoint key -> model-tree key
+    model_dtypes: dict
+    lora_at: dict  # checkpoint key -> LoraLayer
+    replace_at: dict  # checkpoint key -> tensor (modules_to_save)
+    bias_add: dict  # checkpoint key -> LoraLayer (lora_bias)
+    zero_delta: bool
+
+
+def match_adapter(plan: MergePlan, streaming: bool) -> AdapterMatch:
+    """Check that every adapted layer exists in the base with the adapter's shape (one clear
+    line otherwise), before any weight is loaded; the map the streaming merge follows."""
+    layers, full = parse_adapter(plan.adapter_dir, plan.adapter_config)
+    files = _checkpoint_files(plan.base_dir)
+    headers: dict[str, tuple[Path, dict]] = {}
+    for path in files:
+        header, _ = read_st_header(path)
+        header.pop("__metadata__", None)
+        for key, info in header.items():
+            headers[key] = (path, info)
+    key_map, converted, model_dtypes, renamings, _meta = _key_map(plan, list(headers))
+    by_model_key = {v: k for k, v in key_map.items()}
+
+    def ckpt_key_for(model_key: str) -> str | None:
+        if model_key in by_model_key:
+            return by_model_key[model_key]
+        # An adapter saved against an older module tree: rename it like a checkpoint key.
+        from transformers.core_model_loading import apply_renamings
+
+        return by_model_key.get(apply_renamings(model_key, renamings))
+
+    def misfit(message: str) -> VlmctlError:
+        return VlmctlError(
+            Finding(
+                "error",
+                f"adapter does not fit base {plan.base}: {message}",
+                hint="pass --base with the model the adapter was trained on",
+            )
+        )
+
+    lora_at: dict[str, LoraLayer] = {}
+    missing = []
+    for layer in layers:
+        ck = ckpt_key_for(layer.module + ".weight")
+        if ck is None:
+            missing.append(layer.module)
+            continue
+        shape = list(headers[ck][1]["shape"])
+        rows, cols = layer.B.shape[0], layer.A.shape[1]
+        want = [cols, rows] if layer.fan_in_fan_out else [rows, cols]
+        if shape != want:
+            raise misfit(f"{layer.module} is {shape} in the base, {want} in the adapter")
+        if streaming and ck in converted:
+            raise StreamingUnsupported(
+                Finding(
+                    "error",
+                    f"{ck} is converted on load (fused/split), --low-memory cannot merge it",
+                    hint="run without --low-memory",
+                )
+            )
+        lora_at[ck] = layer
+    replace_at: dict[str, Any] = {}
+    for key, tensor in full.items():
+        ck = ckpt_key_for(key)
+        if ck is None:
+            missing.append(key)
+        elif list(headers[ck][1]["shape"]) != list(tensor.shape):
+            raise misfit(f"{key} is {headers[ck][1]['shape']} in the base, {list(tensor.shape)}")
+        else:
+            replace_at[ck] = tensor
+    if missing:
+        raise misfit(
+            f"{len(missing)} adapted layer(s) not in the base checkpoint (first: {missing[0]})"
+        )
+    bias_add = {}
+    for layer in layers:
+        if layer.bias is not None:
+            bias_ck = ckpt_key_for(layer.module + ".bias")
+            if bias_ck is None:
+                raise misfit(f"lora_bias on {layer.module}, whose base layer has no bias")
+            bias_add[bias_ck] = layer
+    return AdapterMatch(
+        headers=headers,
+        files=files,
+        key_map=key_map,
+        model_dtypes=model_dtypes,
+        lora_at=lora_at,
+        replace_at=replace_at,
+        bias_add=bias_add,
+        zero_delta=all(_is_zero_lora(layer) for layer in layers) and not full,
+    )
+
+
+def low_memory_merge(
+    plan: MergePlan, match: AdapterMatch, dest: Path, max_shard_size: str | int
+) -> dict:
     """Stream the base checkpoint through the LoRA deltas into sharded safetensors in `dest`."""
     import torch
 
     out_dtype = _torch_dtype(plan.dtype)
-    layers, full = parse_adapter(plan.adapter_dir, plan.adapter_config)
-    files = _checkpoint_files(plan.base_dir)
-    readers = [ShardReader(f) for f in files]
+    readers = {f: ShardReader(f) for f in match.files}
+    key_map, model_dtypes = match.key_map, match.model_dtypes
+    lora_at, replace_at, bias_add = match.lora_at, match.replace_at, match.bias_add
+    where = {key: readers[path] for key, (path, _info) in match.headers.items()}
     try:
-        where: dict[str, ShardReader] = {}
-        for reader in readers:
-            for key in reader.header:
-                where[key] = reader
-        key_map, converted, model_dtypes, renamings, meta = _key_map(plan, list(where))
-        by_model_key = {v: k for k, v in key_map.items()}
-
-        def ckpt_key_for(model_key: str) -> str | None:
-            if model_key in by_model_key:
-                return by_model_key[model_key]
-            # An adapter saved against an older module tree: rename it like a checkpoint key.
-            from transformers.core_model_loading import apply_renamings
-
-            return by_model_key.get(apply_renamings(model_key, renamings))
-
-        lora_at: dict[str, LoraLayer] = {}
-        missing = []
-        for layer in layers:
-            ck = ckpt_key_for(layer.module + ".weight")
-            if ck is None:
-                missing.append(layer.module)
-                continue
-            shape = list(where[ck].header[ck]["shape"])
-            rows, cols = layer.B.shape[0], layer.A.shape[1]
-            want = [cols, rows] if layer.fan_in_fan_out else [rows, cols]
-            if shape != want:
-                raise VlmctlError(
-                    Finding(
-                        "error",
-                        f"adapter does not fit base {plan.base}: {layer.module} is {shape} in "
-                        f"the base, {want} in the adapter",
-                        hint="pass --base with the model the adapter was trained on",
-                    )
-                )
-            if ck in converted:
-                raise VlmctlError(
-                    Finding(
-                        "error",
-                        f"{ck} is converted on load (fused/split), --low-memory cannot merge it",
-                        hint="run without --low-memory",
-                    )
-                )
-            lora_at[ck] = layer
-        replace_at: dict[str, Any] = {}
-        for key, tensor in full.items():
-            ck = ckpt_key_for(key)
-            if ck is None:
-                missing.append(key)
-            else:
-                replace_at[ck] = tensor
-        if missing:
-            raise VlmctlError(
-                Finding(
-                    "error",
-                    f"adapter does not fit base {plan.base}: {len(missing)} adapted layer(s) "
-                    f"not in the base checkpoint (first: {missing[0]})",
-                    hint="pass --base with the model the adapter was trained on",
-                )
-            )
-        for layer in layers:
-            if layer.bias is not None:
-                bias_ck = ckpt_key_for(layer.module + ".bias")
-                if bias_ck is None:
-                    raise VlmctlError(f"lora_bias on {layer.module}, whose base has no bias")
 
         def out_dtype_for(key: str, code: str):
             src = getattr(torch, _ST_DTYPES[code])
@@ -915,7 +976,7 @@ def low_memory_merge(plan: MergePlan, dest: Path, max_shard_size: str | int) -> 
 
         # Plan the output shards from the headers alone, in checkpoint order.
         limit = _parse_size(max_shard_size)
-        ordered = [k for r in readers for k in r.header]
+        ordered = [k for r in readers.values() for k in r.header]
         shards: list[list[tuple[str, str, list[int]]]] = [[]]
         size = 0
         for key in ordered:
@@ -928,11 +989,6 @@ def low_memory_merge(plan: MergePlan, dest: Path, max_shard_size: str | int) -> 
             shards[-1].append((key, code, info["shape"]))
             size += nbytes
 
-        bias_add = {
-            ckpt_key_for(layer.module + ".bias"): layer
-            for layer in layers
-            if layer.bias is not None
-        }
         n = len(shards)
         names = (
             ["model.safetensors"]
@@ -968,13 +1024,13 @@ def low_memory_merge(plan: MergePlan, dest: Path, max_shard_size: str | int) -> 
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (dest / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     finally:
-        for reader in readers:
+        for reader in readers.values():
             reader.close()
     return {
         "merged_layers": merged_count,
         "replaced_tensors": len(replace_at),
         "shards": n,
-        "zero_delta": all(_is_zero_lora(layer) for layer in layers) and not full,
+        "zero_delta": match.zero_delta,
     }
 
 
@@ -1154,6 +1210,13 @@ def run_merge(opts: MergeOptions, log: Callable[[str], None] = lambda _m: None) 
         "trained_on_quantized_base": plan.trained_quantized,
         "notes": plan.notes,
     }
+    match = None
+    lora = str(cfg.get("peft_type", "LORA")).upper() == "LORA"
+    if opts.low_memory:
+        match = match_adapter(plan, streaming=True)
+    elif lora and _has_safetensors(plan.base_dir):
+        with contextlib.suppress(StreamingUnsupported):
+            match_adapter(plan, streaming=False)  # only to refuse a misfit before loading
     for note in plan.notes:
         log(f"note: {note}")
     log(f"merging {plan.adapter_dir} into {plan.base} ({plan.dtype}, {report['mode']})")
@@ -1164,7 +1227,7 @@ def run_merge(opts: MergeOptions, log: Callable[[str], None] = lambda _m: None) 
         probes, source = make_probes(plan, processor, opts.num_probes) if opts.verify else ([], "")
         logits: dict[str, list] = {}
         if opts.low_memory:
-            stats = low_memory_merge(plan, tmp, opts.max_shard_size)
+            stats = low_memory_merge(plan, match, tmp, opts.max_shard_size)
             report["merge"] = stats
             if opts.verify:
                 model = load_adapter_model(plan, load_base(plan))
