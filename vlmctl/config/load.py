@@ -168,8 +168,6 @@ def _unwrap(annotation: Any) -> list[Any]:
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
         return [m for a in typing.get_args(annotation) for m in _unwrap(a)]
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
     return [annotation]
 
 
