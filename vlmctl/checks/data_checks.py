@@ -309,7 +309,13 @@ def column_findings(cs: Any, columns: list[str]) -> list[Finding]:
     if conv.column not in columns:
         missing("conversation.column", conv.column)
     if conv.system_column and conv.system_column not in columns:
-        missing("conversation.system_column", conv.system_column)
+        # Optional per row: rows without it use message_format.system_prompt.
+        missing(
+            "conversation.system_column",
+            conv.system_column,
+            "info",
+            ": every row falls back to message_format.system_prompt",
+        )
     for kind, col, on in (
         ("images", conv.images_column, c.use_images),
         ("videos", conv.videos_column, c.use_video),
