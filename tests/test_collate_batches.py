@@ -169,6 +169,8 @@ def test_stats_and_all_dropped_batch(tiny_model_dir):
     long = {"image": image(0), "question": "Q?", "answer": "red " * 40}
     batch = col([short, long, short])
     assert batch["input_ids"].shape[0] == 2
+    # the survivors' media are re-collated without the dropped row's image
+    assert batch["image_grid_thw"].shape == (2, 3) and batch["pixel_values"].shape[0] == 32
     assert col.stats["rows"] == 3 and col.stats["dropped_too_long"] == 1
     with pytest.raises(DataError) as err:
         col([long, long])

@@ -151,6 +151,10 @@ class EncodedExample:
         return int(self.input_ids.shape[0])
 
     num_supervised: int = 0  # labels that are not ignore_index
+    # Where the media tensors live when several rows went through one processor call.
+    _prepared: Any = field(default=None, repr=False, compare=False)
+    _group: Any = field(default=None, repr=False, compare=False)
+    _pos: int = field(default=0, repr=False, compare=False)
 
     @property
     def num_media_tokens(self) -> int:
@@ -166,6 +170,27 @@ class EncodedExample:
                 out.append((TokenKind(k[start]).name.lower(), start, i))
                 start = i
         return out
+
+
+@dataclass
+class _Prepared:
+    """One example ready for the processor: decoded media, rendered text, answer spans."""
+
+    example: Example
+    text: str
+    spans: list[list[int]]
+    images: list
+    videos: list
+    metas: list
+    suffix: str | None = None
+
+
+@dataclass
+class _MediaGroup:
+    """Media tensors of ONE processor call over `size` rows, in row order."""
+
+    media: dict[str, torch.Tensor]
+    size: int
 
 
 class VLMCollator:
@@ -228,13 +253,15 @@ class VLMCollator:
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Raw rows -> batch (input_ids, attention_mask, labels, media tensors, ...)."""
-        encoded = []
-        for row in rows:
-            index = row.get(ROW_INDEX_KEY) if isinstance(row, Mapping) else None
-            enc = self.encode_row(row, index)
-            if enc.drop_reason:
-                continue
-            encoded.append(enc)
+        from vlmctl.data.messages import row_to_example
+
+        examples = [
+            row_to_example(
+                row, self.cfg, row.get(ROW_INDEX_KEY) if isinstance(row, Mapping) else None
+            )
+            for row in rows
+        ]
+        encoded = [e for e in self.encode_examples(examples) if not e.drop_reason]
         self.stats["batches"] += 1
         if not encoded:
             self.stats["all_dropped_batches"] += 1
@@ -262,25 +289,33 @@ class VLMCollator:
         """Render, process, classify tokens, mask and (when `truncate`) apply the length policy.
 
         `truncate=False` measures only (validate/preview): nothing is cut or dropped for length,
-        `stats` is not touched, `original_length` is the full length. Dropped rows come back with `drop_reason` set and
-        are counted in `stats`; the policy `error` raises DataError.
+        `stats` is not touched, `original_length` is the full length. Dropped rows come back
+        with `drop_reason` set and are counted in `stats`; the policy `error` raises DataError.
         """
-        images, videos, video_meta = self._load_media(example)
-        if self.prefix_suffix:
-            enc = self._encode_prefix_suffix(example, images)
-        else:
-            enc = self._encode_chat(example, images, videos, video_meta)
-        enc.original_length = enc.length
-        if truncate:
-            self._apply_length_policy(enc)
-        if enc.drop_reason is None and enc.num_supervised == 0:
-            enc.drop_reason = "no_labels"
-        if truncate:  # measuring (validate, length estimates) leaves the training stats alone
-            self.stats["rows"] += 1
-            if enc.drop_reason:
-                self.stats[f"dropped_{enc.drop_reason}"] += 1
-                self.stats["dropped"] += 1
-        return enc
+        return self.encode_examples([example], truncate=truncate)[0]
+
+    def encode_examples(
+        self, examples: Sequence[Example], *, truncate: bool = True
+    ) -> list[EncodedExample]:
+        """`encode_example` for several rows with ONE processor call (what `__call__` uses).
+
+        Media tensors then stay batched (`collate_encoded` of exactly these encodings, in this
+        order, reuses them); a subset is re-processed as one call when collated.
+        """
+        prepared = [self._prepare(ex) for ex in examples]
+        encoded = self._process_prepared(prepared)
+        for enc in encoded:
+            enc.original_length = enc.length
+            if truncate:
+                self._apply_length_policy(enc)
+            if enc.drop_reason is None and enc.num_supervised == 0:
+                enc.drop_reason = "no_labels"
+            if truncate:  # measuring (validate, length estimates) leaves training stats alone
+                self.stats["rows"] += 1
+                if enc.drop_reason:
+                    self.stats[f"dropped_{enc.drop_reason}"] += 1
+                    self.stats["dropped"] += 1
+        return encoded
 
     def fits(self, enc: EncodedExample) -> bool:
         """Whether an (untruncated) encoding survives the length policy without being dropped."""
@@ -476,39 +511,116 @@ class VLMCollator:
         out.append(text[prev:])
         return "".join(out), new_spans
 
-    def _encode_chat(self, example, images, videos, video_meta) -> EncodedExample:
+    def _prepare(self, example: Example) -> _Prepared:
+        """Decode media and render the text (and spans) of one example; no processor yet."""
+        images, videos, metas = self._load_media(example)
+        if self.prefix_suffix:
+            if not images:
+                raise DataError(
+                    Finding(
+                        "error",
+                        f"{type(self.processor).__name__} needs an image in every row",
+                        row=example.row,
+                        hint="filter out rows without images",
+                        code="row-needs-image",
+                    )
+                )
+            msgs = example.messages
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last is None:
+                prefix_msgs, suffix = msgs, None
+            else:
+                prefix_msgs, suffix = msgs[:last], _message_text(msgs[last])
+            prefix = "\n".join(t for t in (_message_text(m) for m in prefix_msgs) if t)
+            image_token = getattr(self.processor, "image_token", "<image>")
+            text = image_token * len(images) + prefix
+            return _Prepared(example, text, [], images, videos, metas, suffix)
         text, spans = self._assistant_char_spans(example.messages)
         text, spans = self._ensure_eos(text, spans)
-        kwargs: dict[str, Any] = {
-            "text": [text],
-            "return_tensors": "pt",
-            "return_offsets_mapping": True,
-            "return_text_replacement_offsets": True,
-        }
-        if self.bos_token and text.startswith(self.bos_token):
-            kwargs["add_special_tokens"] = False
-        if images:
-            kwargs["images"] = [images]
-        if videos:
-            kwargs["videos"] = [videos]
-            metas = _video_metadata(video_meta, videos)
-            if metas is not None:
-                kwargs["video_metadata"] = [metas]
-        out = self._process(kwargs, example.row)
-        offsets = out.pop("offset_mapping")[0].tolist()
-        repl = out.pop("text_replacement_offsets", None)
-        # A list per text; an empty tensor when nothing was expanded (text-only rows).
-        repl = repl[0] if isinstance(repl, list) and repl else []
-        repl = sorted(repl, key=lambda r: r["span"][0])
-        ids = out.pop("input_ids")[0].long()
+        return _Prepared(example, text, spans, images, videos, metas)
+
+    def _process_prepared(self, prepared: list[_Prepared]) -> list[EncodedExample]:
+        """One processor call over `prepared` -> one EncodedExample each (media batched)."""
+        if self.prefix_suffix and len({p.suffix is None for p in prepared}) > 1:
+            return [enc for p in prepared for enc in self._process_prepared([p])]
+        kwargs: dict[str, Any] = {"text": [p.text for p in prepared], "return_tensors": "pt"}
+        if len(prepared) > 1:
+            kwargs.update(padding=True, padding_side="right")
+        if any(p.images for p in prepared):
+            kwargs["images"] = [p.images for p in prepared]
+        if self.prefix_suffix:
+            if prepared[0].suffix is not None:
+                kwargs["suffix"] = [p.suffix for p in prepared]
+        else:
+            kwargs.update(return_offsets_mapping=True, return_text_replacement_offsets=True)
+            if self.bos_token and prepared[0].text.startswith(self.bos_token):
+                kwargs["add_special_tokens"] = False
+            if any(p.videos for p in prepared):
+                kwargs["videos"] = [p.videos for p in prepared]
+                metas = [_video_metadata(p.metas, p.videos) for p in prepared if p.videos]
+                if all(m is not None for m in metas):
+                    kwargs["video_metadata"] = [m for group in metas for m in group]
+        out = self._process(kwargs, prepared)
+        ids_b = out.pop("input_ids").long()
         out.pop("labels", None)
+        mask = out.pop("attention_mask", None)
+        offsets_b = out.pop("offset_mapping", None)
+        repl_b = out.pop("text_replacement_offsets", None)
+        n, width = ids_b.shape
+        lengths = mask.sum(1).tolist() if mask is not None and n > 1 else [width] * n
+        token_keys = [
+            k
+            for k, v in out.items()
+            if torch.is_tensor(v) and v.dim() == 2 and v.shape == (n, width)
+        ]
+        media = {k: _as_tensor(v) for k, v in out.items() if k not in token_keys}
+        media = {k: v for k, v in media.items() if v is not None}
+        group = _MediaGroup(media, n)
+        encoded = []
+        for i, p in enumerate(prepared):
+            L = int(lengths[i])
+            ids = ids_b[i, :L]
+            if self.prefix_suffix:
+                kinds = torch.full((L,), int(TokenKind.PROMPT), dtype=torch.uint8)
+                tt = out.get("token_type_ids")
+                if tt is not None:
+                    kinds[tt[i, :L] == 1] = TokenKind.TRAINED
+                for pos, tid in enumerate(ids.tolist()):
+                    if tid in self.media_token_ids:
+                        kinds[pos] = TokenKind.MEDIA
+                text = p.text + ("\n" + p.suffix if p.suffix is not None else "")
+            else:
+                repl = repl_b[i] if isinstance(repl_b, list) and len(repl_b) > i else []
+                kinds = self._chat_kinds(ids, offsets_b[i, :L].tolist(), repl, p.spans)
+                text = p.text
+            token_extras = {k: out[k][i, :L] for k in token_keys}
+            if mask is not None:
+                token_extras["attention_mask"] = mask[i, :L]
+            labels = self._labels(ids, kinds)
+            enc = EncodedExample(
+                input_ids=ids,
+                labels=labels,
+                kinds=kinds,
+                token_extras=token_extras,
+                media_extras=media if n == 1 else {},
+                row=p.example.row,
+                media_spans=_runs(kinds, TokenKind.MEDIA),
+                text=text,
+            )
+            enc.num_supervised = int((labels != self.cfg.label_masking.ignore_index).sum())
+            enc._prepared, enc._group, enc._pos = p, group, i
+            encoded.append(enc)
+        return encoded
+
+    def _chat_kinds(self, ids: torch.Tensor, offsets: list, repl: list, spans: list):
+        """Token kinds from character offsets: media expansions, marker ids, assistant spans."""
+        repl = sorted(repl or [], key=lambda r: r["span"][0])
         # original char position -> expanded char position
         ends = [r["span"][1] for r in repl]
         gained = [0]
         for r in repl:
-            gained.append(
-                gained[-1] + (r["new_span"][1] - r["new_span"][0]) - (r["span"][1] - r["span"][0])
-            )
+            grow = (r["new_span"][1] - r["new_span"][0]) - (r["span"][1] - r["span"][0])
+            gained.append(gained[-1] + grow)
         media_ranges = [tuple(r["new_span"]) for r in repl]
         exp_spans = [
             (s + gained[bisect.bisect_right(ends, s)], e + gained[bisect.bisect_right(ends, e - 1)])
@@ -516,106 +628,35 @@ class VLMCollator:
         ]
         kinds = torch.full(ids.shape, int(TokenKind.PROMPT), dtype=torch.uint8)
         media_ids = self.media_token_ids
-        ids_list = ids.tolist()
-        for pos, ((ts, te), tid) in enumerate(zip(offsets, ids_list, strict=True)):
+        for pos, ((ts, te), tid) in enumerate(zip(offsets, ids.tolist(), strict=True)):
             if tid in media_ids or any(
                 ms <= ts and te <= me and te > ts for ms, me in media_ranges
             ):
                 kinds[pos] = TokenKind.MEDIA
             elif te > ts and any(ts < e and te > s for s, e in exp_spans):
                 kinds[pos] = TokenKind.TRAINED
-        return self._finish(ids, kinds, out, example, text)
-
-    # ------------------------------------------------------------------ prefix/suffix path
-
-    def _encode_prefix_suffix(self, example: Example, images) -> EncodedExample:
-        if not images:
-            raise DataError(
-                Finding(
-                    "error",
-                    f"{type(self.processor).__name__} needs an image in every row",
-                    row=example.row,
-                    hint="filter out rows without images",
-                    code="row-needs-image",
-                )
-            )
-        msgs = example.messages
-        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
-        if last is None:
-            prefix_msgs, suffix = msgs, None
-        else:
-            prefix_msgs, suffix = msgs[:last], _message_text(msgs[last])
-        prefix = "\n".join(t for t in (_message_text(m) for m in prefix_msgs) if t)
-        image_token = getattr(self.processor, "image_token", "<image>")
-        kwargs: dict[str, Any] = {
-            "text": [image_token * len(images) + prefix],
-            "images": [images],
-            "return_tensors": "pt",
-        }
-        if suffix is not None:
-            kwargs["suffix"] = [suffix]
-        out = self._process(kwargs, example.row)
-        ids = out.pop("input_ids")[0].long()
-        out.pop("labels", None)
-        tt = out.get("token_type_ids")
-        kinds = torch.full(ids.shape, int(TokenKind.PROMPT), dtype=torch.uint8)
-        if tt is not None:
-            kinds[tt[0] == 1] = TokenKind.TRAINED
-        for pos, tid in enumerate(ids.tolist()):
-            if tid in self.media_token_ids:
-                kinds[pos] = TokenKind.MEDIA
-        text = kwargs["text"][0] + ("\n" + suffix if suffix is not None else "")
-        return self._finish(ids, kinds, out, example, text)
+        return kinds
 
     # ------------------------------------------------------------------ shared
 
-    def _process(self, kwargs: dict, row: int | None):
+    def _process(self, kwargs: dict, prepared: list[_Prepared]):
         try:
             return self.processor(**kwargs)
         except VlmctlError:
             raise
-        except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+        except (ValueError, TypeError, RuntimeError, IndexError, KeyError) as exc:
+            if len(prepared) > 1:  # find the row the processor refuses, to name it
+                for p in prepared:
+                    self._process_prepared([p])
             raise DataError(
                 Finding(
                     "error",
                     f"the processor refused this row: {exc}",
-                    row=row,
+                    row=prepared[0].example.row if len(prepared) == 1 else None,
                     hint="check the row's media and the message template",
                     code="processor-error",
                 )
             ) from exc
-
-    def _finish(self, ids, kinds, out, example: Example, text: str) -> EncodedExample:
-        L = ids.shape[0]
-        token_extras: dict[str, torch.Tensor] = {}
-        media_extras: dict[str, torch.Tensor] = {}
-        for key, value in out.items():
-            if not isinstance(value, torch.Tensor):
-                if (
-                    isinstance(value, (list, tuple))
-                    and value
-                    and isinstance(value[0], (int, float))
-                ):
-                    value = torch.tensor(value)
-                else:
-                    continue
-            if value.dim() == 2 and value.shape[0] == 1 and value.shape[1] == L:
-                token_extras[key] = value[0]
-            else:
-                media_extras[key] = value
-        labels = self._labels(ids, kinds)
-        enc = EncodedExample(
-            input_ids=ids,
-            labels=labels,
-            kinds=kinds,
-            token_extras=token_extras,
-            media_extras=media_extras,
-            row=example.row,
-            media_spans=_runs(kinds, TokenKind.MEDIA),
-            text=text,
-        )
-        enc.num_supervised = int((labels != self.cfg.label_masking.ignore_index).sum())
-        return enc
 
     def _labels(self, ids: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         lm = self.cfg.label_masking
@@ -665,6 +706,20 @@ class VLMCollator:
         self.stats["truncated"] += 1
 
     def _collate_media(self, encoded: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
+        group = encoded[0]._group
+        if (
+            group is not None
+            and all(e._group is group for e in encoded)
+            and [e._pos for e in encoded] == list(range(group.size))
+        ):
+            return dict(group.media)  # exactly the rows of one processor call, in order
+        if any(e._group is not None and e._group.size > 1 for e in encoded):
+            # A subset of a batched call (rows dropped): process the survivors together again.
+            redo = self._process_prepared([e._prepared for e in encoded])
+            for old, new in zip(encoded, redo, strict=True):
+                if not torch.equal(old.input_ids, new.input_ids[: old.length]):
+                    raise AssertionError("re-processing a row gave different token ids")
+            return dict(redo[0]._group.media)
         keys = list(dict.fromkeys(k for e in encoded for k in e.media_extras))
         out: dict[str, torch.Tensor] = {}
         for key in keys:
@@ -789,6 +844,14 @@ def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
         buf[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
         padded.append(buf)
     return torch.cat(padded, dim=0)
+
+
+def _as_tensor(value: Any) -> torch.Tensor | None:
+    if torch.is_tensor(value):
+        return value
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (int, float)):
+        return torch.tensor(value)
+    return None
 
 
 def _is_frames(ref: Any) -> bool:
