@@ -1,0 +1,291 @@
+"""`vlmctl preview`: the batch `train` would build from some rows, token by token.
+
+The rows go through the ONE collator (`VLMCollator.encode_row` with the length policy, then
+`collate_encoded`), exactly like `train`'s data loader calls it, so what is shown is what is
+trained on. Each token is shown by what happens to it in the loss:
+- `trained`: its label is not ignore_index (the answer; also prompt tokens when
+  `mask_input_tokens: false`, media tokens when `mask_image_token: false`);
+- `prompt` / `media`: masked because it is prompt text / a media placeholder or marker;
+- `pad`: padding added by the collator.
+`part` keeps the collator's own classification (prompt | answer | media | pad) for programs.
+
+Rows are the dataset file's own rows (`eval_size` is not applied, as in `validate`), and
+nothing is written (the same private `datasets` cache as `validate`).
+
+JSON (stable; `version` changes when a key does):
+`{"version": 1, "config_dir", "model": {...}, "rows": [...], "batch": {"tensors": {name:
+{"shape", "dtype"}}, "padding_fraction", "pad_tokens", "total_tokens"}, "samples": [{"row",
+"dropped", "length", "original_length", "truncated", "supervised_tokens", "media_tokens",
+"padding_tokens", "text", "spans": [{"kind", "start", "end", "display"}], "tokens": [{"id",
+"piece", "kind", "part", "label"}]}]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmctl.errors import DataError, Finding, UsageError
+
+PREVIEW_VERSION = 1
+KINDS = ("trained", "prompt", "media", "pad")
+STYLES = {"trained": "bold green", "prompt": "dim", "media": "magenta", "pad": "grey50"}
+_PART = {0: "pad", 1: "prompt", 2: "media", 3: "answer"}
+
+
+def parse_rows(text: str) -> list[int]:
+    """`0,5,7` or `0-3,9` -> [0, 5, 7] / [0, 1, 2, 3, 9]."""
+    out: list[int] = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        try:
+            if "-" in item:
+                a, b = (int(x) for x in item.split("-", 1))
+                if b < a:
+                    raise ValueError
+                out.extend(range(a, b + 1))
+            else:
+                out.append(int(item))
+        except ValueError:
+            raise UsageError(
+                f"--rows {text!r}: expected row numbers like 0,5,7 or 0-3", hint="rows count from 0"
+            ) from None
+    if not out or any(i < 0 for i in out):
+        raise UsageError(f"--rows {text!r}: expected row numbers >= 0", hint="e.g. --rows 0,5,7")
+    return list(dict.fromkeys(out))
+
+
+def _media_name(piece: str) -> str:
+    return "video" if "video" in piece.lower() else "image"
+
+
+def _display(kind: str, ids: list[int], pieces: list[str]) -> str:
+    """A span as text: media runs collapsed (`<image ×256>`), padding counted."""
+    if kind == "pad":
+        return f"<pad ×{len(ids)}>"
+    out: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j < len(ids) and ids[j] == ids[i]:
+            j += 1
+        n = j - i
+        if kind == "media" and n > 1:
+            out.append(f"<{_media_name(pieces[i])} ×{n}>")
+        else:
+            out.append("".join(pieces[i:j]))
+        i = j
+    return "".join(out)
+
+
+def _token_kind(part: int, label: int, ignore: int) -> str:
+    if part == 0:
+        return "pad"
+    if label != ignore:
+        return "trained"
+    return "media" if part == 2 else "prompt"
+
+
+def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None = None) -> dict:
+    """Encode and collate the chosen rows (default: the first batch) -> the JSON document."""
+    from vlmctl.checks.data_checks import (
+        load_processor_for,
+        model_path,
+        model_type_of,
+        private_datasets_cache,
+        quiet_transformers,
+    )
+    from vlmctl.collate import VLMCollator
+    from vlmctl.data.dataset import load_splits
+    from vlmctl.models.resolve import resolve_model
+
+    res = resolve_model(cs.model)
+    processor, problem = load_processor_for(cs, res)
+    if processor is None:
+        assert problem is not None
+        raise DataError(
+            Finding(
+                "error",
+                problem.message,
+                hint=problem.hint,
+                file=problem.file,
+                line=problem.line,
+                col=problem.col,
+                key=problem.key,
+                code=problem.code,
+            )
+        )
+    c = cs.collator
+    cfg = c.model_copy(update={"dataset": c.dataset.model_copy(update={"eval_size": None})})
+    with private_datasets_cache():
+        data = load_splits(cfg, cs.dir)
+        ds = data.train
+        n = len(ds)
+        if rows is None:
+            size = batch_size or cs.train.per_device_train_batch_size or 1
+            rows = list(range(min(size, n)))
+        bad = [i for i in rows if i >= n]
+        if bad:
+            raise UsageError(
+                f"--rows: row {bad[0]} is out of range (the train split has {n} "
+                "rows, numbered from 0)",
+                hint=f"use rows 0-{n - 1}",
+            )
+        raw = [ds[i] for i in rows]
+    with quiet_transformers():
+        collator = VLMCollator(
+            processor,
+            c,
+            data.media_dirs,
+            model_type=model_type_of(model_path(cs), cs.model.revision),
+        )
+        encoded = [collator.encode_row(row, i) for i, row in zip(rows, raw, strict=True)]
+        kept = [e for e in encoded if not e.drop_reason]
+        if not kept:
+            raise DataError(
+                Finding(
+                    "error",
+                    f"every chosen row was dropped ({collator.drop_summary()})",
+                    hint="pick other --rows, or raise text_processing.max_length",
+                    key="text_processing.max_length",
+                    code="all-rows-dropped",
+                )
+            )
+        batch = collator.collate_encoded(kept)
+        kinds = collator.kinds_batch(kept)
+    return _document(cs, res, rows, encoded, kept, batch, kinds, collator)
+
+
+def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
+    tok = collator.tokenizer
+    ignore = cs.collator.label_masking.ignore_index
+    ids_b, labels_b = batch["input_ids"], batch["labels"]
+    total = int(ids_b.numel())
+    pad_total = int((kinds == 0).sum())
+    samples = []
+    k = 0
+    for enc in encoded:
+        if enc.drop_reason:
+            samples.append({
+                "row": enc.row, "dropped": enc.drop_reason, "length": 0,
+                "original_length": enc.original_length, "truncated": False,
+                "supervised_tokens": 0, "media_tokens": enc.num_media_tokens,
+                "padding_tokens": 0, "text": enc.text, "spans": [], "tokens": [],
+            })  # fmt: skip
+            continue
+        ids = ids_b[k].tolist()
+        labels = labels_b[k].tolist()
+        parts = kinds[k].tolist()
+        k += 1
+        pieces = [tok.decode([t]) for t in ids]
+        tokens = [
+            {"id": t, "piece": p, "kind": _token_kind(part, lab, ignore), "part": _PART[part],
+             "label": lab}
+            for t, p, part, lab in zip(ids, pieces, parts, labels, strict=True)
+        ]  # fmt: skip
+        spans = []
+        start = 0
+        for i in range(1, len(tokens) + 1):
+            if i == len(tokens) or tokens[i]["kind"] != tokens[start]["kind"]:
+                kind = tokens[start]["kind"]
+                spans.append(
+                    {
+                        "kind": kind,
+                        "start": start,
+                        "end": i,
+                        "display": _display(kind, ids[start:i], pieces[start:i]),
+                    }
+                )
+                start = i
+        samples.append({
+            "row": enc.row, "dropped": None, "length": enc.length,
+            "original_length": enc.original_length, "truncated": enc.truncated,
+            "supervised_tokens": sum(1 for t in tokens if t["kind"] == "trained"),
+            "media_tokens": sum(1 for t in tokens if t["part"] == "media"),
+            "padding_tokens": sum(1 for t in tokens if t["kind"] == "pad"),
+            "text": enc.text, "spans": spans, "tokens": tokens,
+        })  # fmt: skip
+    return {
+        "version": PREVIEW_VERSION,
+        "config_dir": str(cs.dir),
+        "model": {"model_id": res.model_id, "model_class": res.model_class,
+                  "processor_class": type(collator.processor).__name__, "source": res.source},
+        "rows": list(rows),
+        "batch": {
+            "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                        for name, t in batch.items()},
+            "padding_fraction": round(pad_total / total, 4) if total else 0.0,
+            "pad_tokens": pad_total,
+            "total_tokens": total,
+        },
+        "samples": samples,
+    }  # fmt: skip
+
+
+def render_preview_text(doc: dict, file: Any = None) -> None:
+    """One table per sample (spans coloured by kind), the rendered chat, then the batch."""
+    import sys
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=file or sys.stdout, highlight=False, soft_wrap=False)
+    m = doc["model"]
+    console.print(
+        f"[bold]{escape(doc['config_dir'])}[/]: preview of rows "
+        f"{', '.join(map(str, doc['rows']))} · {escape(m['model_class'])} + "
+        f"{escape(m['processor_class'])}"
+    )
+    legend = Text("legend: ")
+    for kind, label in (
+        ("trained", "trained"),
+        ("prompt", "masked (prompt)"),
+        ("media", "masked (media)"),
+        ("pad", "padding"),
+    ):
+        legend.append(f"{label}", style=STYLES[kind])
+        legend.append("  ")
+    console.print(legend)
+    for s in doc["samples"]:
+        if s["dropped"]:
+            console.print(
+                f"[bold]row {s['row']}[/]: [yellow]dropped ({s['dropped']})[/], "
+                f"{s['original_length']} tokens before the length policy"
+            )
+            continue
+        cut = f", cut from {s['original_length']}" if s["truncated"] else ""
+        table = Table(
+            title=f"row {s['row']} · {s['length']} tokens{cut} · "
+            f"{s['supervised_tokens']} supervised · {s['media_tokens']} media · "
+            f"{s['padding_tokens']} padding",
+            title_justify="left",
+            expand=True,
+        )
+        table.add_column("tokens", no_wrap=True, justify="right")
+        table.add_column("kind", no_wrap=True)
+        table.add_column("text (decoded pieces)", overflow="fold", ratio=1)
+        for sp in s["spans"]:
+            table.add_row(
+                f"{sp['start']}-{sp['end'] - 1}",
+                Text(sp["kind"], STYLES[sp["kind"]]),
+                Text(sp["display"], style=STYLES[sp["kind"]]),
+            )
+        console.print(table)
+        console.print(
+            Panel(Text(s["text"]), title="rendered chat", title_align="left", expand=True)
+        )
+    b = doc["batch"]
+    t = Table(title="batch", title_justify="left")
+    t.add_column("tensor")
+    t.add_column("shape", justify="right")
+    t.add_column("dtype")
+    for name, info in b["tensors"].items():
+        t.add_row(name, " × ".join(map(str, info["shape"])), info["dtype"])
+    console.print(t)
+    console.print(
+        f"padding: {b['pad_tokens']} of {b['total_tokens']} tokens "
+        f"({100 * b['padding_fraction']:.1f}%)"
+    )
