@@ -128,7 +128,9 @@ def render_text(
     style = {"error": "bold red", "warning": "yellow", "info": "cyan"}
     for r in reports:
         mark = "[green]ok[/]" if r.ok(strict) else "[bold red]FAILED[/]"
-        counts = ", ".join(f"{r.count(s)} {s}{'s' if r.count(s) != 1 else ''}" for s in SEVERITIES)
+        counts = ", ".join(
+            f"{r.count(s)} {_NOUN[s]}{'s' if r.count(s) != 1 else ''}" for s in SEVERITIES
+        )
         console.print(f"[bold]{escape(r.dir)}[/]: {mark} ({counts})")
         for f in r.sorted():
             console.print(f"  [{style[f.severity]}]{f.severity}[/]: {escape(f.one_line())}")
