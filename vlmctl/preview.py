@@ -1,8 +1,8 @@
 """`vlmctl preview`: the batch `train` would build from some rows, token by token.
 
-The rows go through the ONE collator (`VLMCollator.encode_row` with the length policy, then
-`collate_encoded`), exactly like `train`'s data loader calls it, so what is shown is what is
-trained on. Each token is shown by what happens to it in the loss:
+The rows go through the ONE collator (`row_to_example`, `VLMCollator.encode_examples` with
+the length policy, then `collate_encoded`), exactly as its `__call__` does for a training
+batch, so what is shown is what is trained on. Each token is shown by what happens to it in the loss:
 - `trained`: its label is not ignore_index (the answer; also prompt tokens when
   `mask_input_tokens: false`, media tokens when `mask_image_token: false`);
 - `prompt` / `media`: masked because it is prompt text / a media placeholder or marker;
@@ -97,6 +97,7 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
     )
     from vlmctl.collate import VLMCollator
     from vlmctl.data.dataset import load_splits
+    from vlmctl.data.messages import row_to_example
     from vlmctl.models.resolve import resolve_model
 
     res = resolve_model(cs.model)
@@ -139,7 +140,9 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
             data.media_dirs,
             model_type=model_type_of(model_path(cs), cs.model.revision),
         )
-        encoded = [collator.encode_row(row, i) for i, row in zip(rows, raw, strict=True)]
+        # Exactly what the collator's __call__ does for a training batch.
+        examples = [row_to_example(row, c, i) for i, row in zip(rows, raw, strict=True)]
+        encoded = collator.encode_examples(examples)
         kept = [e for e in encoded if not e.drop_reason]
         if not kept:
             raise DataError(

@@ -475,50 +475,95 @@ def _row_finding(f: Finding, index: int, split: str) -> Finding:
     return f
 
 
-def check_row(state: _State, index: int, row: dict) -> RowResult:
-    """Every row-level check of one row (no exception escapes for data problems)."""
+def _adder(res: RowResult, split: str):
+    def add(f: Finding) -> None:
+        res.findings.append(_row_finding(f, res.row, split))
+
+    return add
+
+
+def _prepare_row(state: _State, index: int, row: dict) -> tuple[RowResult, Any | None]:
+    """Checks before the processor; returns the Example when the row can be encoded."""
     from vlmctl.data.messages import row_to_example
 
     res = RowResult(row=index)
-    cfg = state.cfg
-
-    def add(f: Finding) -> None:
-        res.findings.append(_row_finding(f, index, state.split))
-
+    add = _adder(res, state.split)
     try:
-        ex = row_to_example(row, cfg, index)
+        ex = row_to_example(row, state.cfg, index)
     except DataError as exc:
         for f in exc.findings:
             add(f)
         res.outcome = "invalid"
-        return res
+        return res, None
     except ConfigError as exc:
         res.fatal = exc.findings
-        return res
+        return res, None
     for note in ex.notes:
         add(Finding("warning", note, code="row-note"))
-    bad_media = False
-    if ex.videos:
-        bad_media |= _check_videos(state, ex, add)
+    bad_media = _check_videos(state, ex, add) if ex.videos else False
     if state.collator is None:
         bad_media |= _probe_images(state, ex, add)
         res.outcome = "invalid" if bad_media else "not_encoded"
-        return res
+        return res, None
     if bad_media:
         res.outcome = "invalid"
-        return res
+        return res, None
+    return res, ex
+
+
+def _encode_one(state: _State, res: RowResult, ex: Any) -> None:
+    add = _adder(res, state.split)
     try:
         enc = state.collator.encode_example(ex, truncate=False)
     except DataError as exc:
         for f in exc.findings:
             add(f)
         res.outcome = "invalid"
-        return res
+        return
     except VlmctlError as exc:  # the chat template cannot be used: same for every row
         res.fatal = exc.findings
-        return res
+        return
     _apply_policy(state, enc, res, add)
-    return res
+
+
+def check_rows(state: _State, chunk: list[tuple[int, dict]]) -> list[RowResult]:
+    """Every row-level check of some rows; no exception escapes for data problems.
+
+    Rows that pass the cheap checks are encoded with ONE processor call
+    (`VLMCollator.encode_examples`, what `train`'s batches use); when that call fails, each
+    row is encoded alone so the problem is pinned to its row.
+    """
+    results: list[RowResult] = []
+    pending: list[tuple[RowResult, Any]] = []
+    for index, row in chunk:
+        res, ex = _prepare_row(state, index, row)
+        results.append(res)
+        if res.fatal:
+            return results
+        if ex is not None:
+            pending.append((res, ex))
+    if not pending:
+        return results
+    encoded = None
+    if len(pending) > 1:
+        try:
+            encoded = state.collator.encode_examples([ex for _, ex in pending], truncate=False)
+        except VlmctlError:
+            encoded = None
+    if encoded is None:
+        for res, ex in pending:
+            _encode_one(state, res, ex)
+            if res.fatal:
+                break
+        return results
+    for (res, _), enc in zip(pending, encoded, strict=True):
+        _apply_policy(state, enc, res, _adder(res, state.split))
+    return results
+
+
+def check_row(state: _State, index: int, row: dict) -> RowResult:
+    """Every row-level check of one row."""
+    return check_rows(state, [(index, row)])[0]
 
 
 def _check_videos(state: _State, ex: Any, add) -> bool:
@@ -658,7 +703,7 @@ def _apply_policy(state: _State, enc: Any, res: RowResult, add) -> None:
 
 def _check_chunk(chunk: list[tuple[int, dict]]) -> list[RowResult]:
     assert _STATE is not None
-    return [check_row(_STATE, i, row) for i, row in chunk]
+    return check_rows(_STATE, chunk)
 
 
 def _worker_init() -> None:
@@ -686,8 +731,8 @@ def run_rows(state: _State, rows: Iterator[tuple[int, dict]], num_proc: int) -> 
     """Row results in row order; with num_proc > 1 from forked workers, ≤ 2N chunks in flight."""
     global _STATE
     if num_proc <= 1:
-        for i, row in rows:
-            yield check_row(state, i, row)
+        for chunk in _chunks(rows, CHUNK):
+            yield from check_rows(state, chunk)
         return
     import multiprocessing as mp
     from collections import deque
@@ -929,6 +974,7 @@ def _check_loaded(
         "validating rows",
     )
     state = _State(cfg=cs.collator, media_dirs=data.media_dirs, collator=collator)
+    t_rows = time.monotonic()
     try:
         with quiet_transformers():
             for r in run_rows(state, iter_rows(ds, sample=sample), opts.num_proc):
@@ -949,6 +995,7 @@ def _check_loaded(
                     bar.advance()
     finally:
         bar.close()
+    summary["row_pass_seconds"] = round(time.monotonic() - t_rows, 3)
     if col.fatal:
         findings += col.fatal
         summary["skipped"].append("rows: stopped at a problem every row would have")
