@@ -1,13 +1,37 @@
-"""`vlmctl demo` (placeholder until its module lands)."""
+"""`vlmctl demo`: validate -> preview -> train -> merge -> ask, offline, on a tiny model."""
 
 from __future__ import annotations
 
-import sys
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
-def demo() -> None:
-    """Not implemented yet."""
-    print("vlmctl demo: not implemented yet", file=sys.stderr)
-    raise typer.Exit(2)
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")
+    ] = Path("vlmctl-demo"),
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model id or folder. Default: a tiny Qwen2-VL built here."),
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps.", min=1)] = 120,
+) -> None:
+    """Run the whole pipeline offline on a generated colour dataset; writes demo-report.json."""
+    import sys
+
+    from vlmctl.demo import DemoOptions, run_demo
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    report = run_demo(DemoOptions(out=out, model=model, steps=steps), log=log)
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+    verdict = "learned" if report["accuracy"] >= 3 * report["chance"] else "did NOT learn"
+    log(
+        f"demo: {report['correct']}/{report['total']} held-out images answered right "
+        f"(chance {report['chance']:.0%}): the model {verdict} colours. "
+        f"Report: {Path(out) / 'demo-report.json'}"
+    )

@@ -21,6 +21,8 @@ from transformers import TrainerCallback
 # "stopped by a signal, checkpoint saved" from a crash (1).
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
+# Tests only: slow each step down so a signal reliably lands mid-run on any machine.
+_TEST_STEP_SLEEP = float(os.environ.get("VLMCTL_TEST_STEP_SLEEP", "0") or 0)
 
 
 class GracefulStop(TrainerCallback):
@@ -142,6 +144,8 @@ class StepLog(TrainerCallback):
         self._print(f"training: {state.max_steps} steps{start}")
 
     def on_step_end(self, args, state, control, **kwargs):
+        if _TEST_STEP_SLEEP:
+            time.sleep(_TEST_STEP_SLEEP)
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step)
 

@@ -222,6 +222,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         say(note)
     model = load_model(res, cs.model, model_path, device_map=device_map)
     model.config.use_cache = False
+    model_class = type(model).__name__
 
     data = load_splits(cs.collator, cs.dir, seed=cs.train.seed)
     say(f"data: {data.description}")
@@ -287,7 +288,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     trainable, total = trainable_summary(trainer.model)
     what = "LoRA" if peft_cfg is not None else "full fine-tune"
     say(
-        f"model: {res.model_id} ({res.model_class}), {what}: {trainable:,} of {total:,} "
+        f"model: {res.model_id} ({model_class}), {what}: {trainable:,} of {total:,} "
         f"parameters train"
     )
 
@@ -295,8 +296,10 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         "vlmctl_version": mf.package_versions().get("vlmctl"),
         "model_name_or_path": model_path,
         "revision": cs.model.revision,
-        "model_class": res.model_class,
-        "processor_class": res.processor_class,
+        # The concrete class loaded (merge reloads the base with it), not "AutoModel...".
+        "model_class": model_class,
+        "processor_class": type(processor).__name__,
+        "resolution": res.reason,
         "peft": peft_cfg is not None,
         "config_dir": str(cs.dir.resolve()),
         "configs": configs,
@@ -320,6 +323,12 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     manifest["global_step"] = step
     manifest["train_seconds"] = round(float(result.metrics.get("train_runtime", 0.0)), 2)
     manifest["wall_seconds"] = round(time.monotonic() - t_start, 2)
+    if result.metrics.get("train_tokens_per_second") is not None:
+        manifest["train_tokens_per_second"] = round(
+            float(result.metrics["train_tokens_per_second"]), 1
+        )
+    if cuda:
+        manifest["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     if collator.stats.get("dropped"):
         say(f"collator dropped {collator.stats['dropped']} rows ({collator.drop_summary()})")
     if stop.signum is not None:

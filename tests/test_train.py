@@ -1,0 +1,425 @@
+"""`vlmctl train`: checks before launch, the worker's decisions, and real runs on a tiny twin.
+
+Real runs go through the same path a user's does: `vlmctl train` -> accelerate launch ->
+`vlmctl.training.worker` (subprocesses), on the tiny Qwen2-VL twin and a generated colour
+dataset, for a handful of steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+from vlmctl.errors import ConfigError, UsageError, VlmctlError
+from vlmctl.training import manifest as mf
+from vlmctl.training.run import TrainRequest, latest_checkpoint, plan_run
+from vlmctl.training.run import train as run_train
+from vlmctl.training.worker import prepare_wandb, wandb_has_credentials
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory) -> Path:
+    from vlmctl.testing.tiny import build_tiny_model
+
+    return build_tiny_model("qwen2_vl", tmp_path_factory.mktemp("tiny") / "qwen2_vl")
+
+
+def make_set(root: Path, model: Path | str, n_train: int = 32, steps: int = 4) -> Path:
+    """A config set over a generated colour dataset; output_dir = root/run."""
+    write_color_dataset(root / "data", n_train, 0, seed=1)
+    opts = DemoOptions(out=root, steps=steps, batch_size=4, lr=1e-3)
+    write_config_set(root / "config", str(model), opts)
+    return root / "config"
+
+
+def _never(argv, env):  # a launcher that must not be reached
+    raise AssertionError(f"launched: {argv}")
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "TMPDIR": str(tmp),  # torchelastic leaves folders there
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(REPO),
+            "NETRC": str(tmp / "no-netrc"),
+        }
+    )
+    env.pop("WANDB_API_KEY", None)
+    env.update(extra)
+    return env
+
+
+def vlmctl(args: list[str], env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vlmctl", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,  # a prompt would fail, not hang
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --- before any launch ---------------------------------------------------------------------
+
+
+def test_used_output_dir_refused_and_untouched(tmp_path):
+    config = make_set(tmp_path, "unused-model-id")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("keep me")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir())
+    with pytest.raises(VlmctlError) as exc:
+        run_train(TrainRequest(config_dir=config), launcher=_never)
+    assert "already used" in str(exc.value) and "--resume auto" in str(exc.value)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before
+
+    # Through the CLI: exit 1 and one line on stderr.
+    proc = vlmctl(["train", str(config)], _env(tmp_path), timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(run) in lines[0]
+    assert (run / "notes.txt").read_text() == "keep me"
+
+
+def test_config_error_comes_before_any_launch(tmp_path):
+    config = make_set(tmp_path, "unused-model-id")
+    with pytest.raises(ConfigError) as exc:
+        run_train(
+            TrainRequest(config_dir=config, overrides=["train.learning_rate=fast"]),
+            launcher=_never,
+        )
+    assert "learning_rate" in str(exc.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_prints_the_launch_and_writes_nothing(tmp_path):
+    config = make_set(tmp_path, "unused-model-id")
+    proc = vlmctl(
+        ["train", str(config), "--dry-run", "--num-processes", "2", "--set", "peft.r=8"],
+        _env(tmp_path),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip()
+    assert "accelerate.commands.launch" in out and "--module vlmctl.training.worker" in out
+    assert "cpu_ddp.yaml" in out or "multi_gpu.yaml" in out
+    assert "--num_processes 2" in out and "peft.r=8" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_and_overwrite_rules(tmp_path):
+    config = make_set(tmp_path, "unused-model-id")
+    with pytest.raises(UsageError, match="not a checkpoint"):
+        plan_run(TrainRequest(config_dir=config, resume=str(tmp_path)))
+    with pytest.raises(UsageError, match="contradict"):
+        plan_run(TrainRequest(config_dir=config, resume="auto", overwrite=True))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("x")
+    with pytest.raises(UsageError, match="not a vlmctl run folder"):
+        plan_run(TrainRequest(config_dir=config, overwrite=True))
+    # --resume auto without a checkpoint starts fresh (say so), in the same folder.
+    plan = plan_run(TrainRequest(config_dir=config, resume="auto"), gpu_count=0)
+    assert plan.resume_from is None and any("no checkpoint" in n for n in plan.notes)
+    assert plan.preset == "cpu"
+    shutil.rmtree(plan.status_dir)
+
+
+def test_latest_checkpoint_is_the_highest_complete_one(tmp_path):
+    for n, complete in ((5, True), (40, True), (100, False), (7, True)):
+        d = tmp_path / f"checkpoint-{n}"
+        d.mkdir()
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-40"
+    assert latest_checkpoint(tmp_path / "absent") is None
+
+
+def test_model_and_dataset_flags_become_absolute_overrides(tmp_path, monkeypatch):
+    config = make_set(tmp_path, "unused-model-id")
+    monkeypatch.chdir(tmp_path)
+    plan = plan_run(
+        TrainRequest(config_dir=config, model="data", dataset="data/train.csv"), gpu_count=0
+    )
+    argv = " ".join(plan.argv)
+    assert f"model.model_name_or_path={tmp_path / 'data'}" in argv
+    assert f"collator.dataset.path={tmp_path / 'data' / 'train.csv'}" in argv
+    shutil.rmtree(plan.status_dir)
+
+
+# --- the worker's decisions (no training) ---------------------------------------------------
+
+
+def test_secrets_never_reach_the_manifest():
+    data = {
+        "train": {"hub_token": "hf_x", "learning_rate": 1e-4, "push_to_hub_token": "y"},
+        "model": {"processor_params": {"token": "hf_y", "use_fast": True}},
+        "collator": {"conversation": {"role_key": "from", "content_key": "value"}},
+        "env": {"WANDB_API_KEY": "k", "db_password": "p", "client_secret": "s"},
+    }
+    clean = mf.strip_secrets(data)
+    assert clean["train"] == {"learning_rate": 1e-4}
+    assert clean["model"]["processor_params"] == {"use_fast": True}
+    assert clean["collator"]["conversation"] == {"role_key": "from", "content_key": "value"}
+    assert clean["env"] == {}
+    assert mf.strip_secret_overrides(["train.hub_token=abc", "peft.r=8"]) == ["peft.r=8"]
+
+
+def test_wandb_credentials_and_offline_fallback(tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    assert not wandb_has_credentials({"NETRC": str(netrc)})
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    netrc.chmod(0o600)
+    assert wandb_has_credentials({"NETRC": str(netrc)})
+    assert wandb_has_credentials({"NETRC": str(tmp_path / "none"), "WANDB_API_KEY": "x"})
+
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    assert prepare_wandb(["wandb"], tmp_path / "run") == str(tmp_path / "run")
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert prepare_wandb(["tensorboard"], tmp_path / "run") is None
+
+
+def test_precision_rules():
+    from types import SimpleNamespace
+
+    from vlmctl.training.model_prep import choose_precision
+
+    def cs(bf16, fp16, dtype="bfloat16"):
+        def finding(sev, file_key, key, message, hint=None, code=""):
+            from vlmctl.errors import Finding
+
+            return Finding(sev, message, hint=hint, key=f"{file_key}.{key}")
+
+        return SimpleNamespace(
+            train=SimpleNamespace(bf16=bf16, fp16=fp16),
+            model=SimpleNamespace(dtype_name=dtype),
+            finding=finding,
+        )
+
+    p = choose_precision(cs(True, False), cuda=False, bf16_supported=False)
+    assert (p.bf16, p.fp16, p.use_cpu) == (True, False, True)
+    with pytest.raises(ConfigError, match="fp16 mixed precision needs a CUDA GPU"):
+        choose_precision(cs(False, True), cuda=False, bf16_supported=False)
+    with pytest.raises(ConfigError, match="float16 weights"):
+        choose_precision(cs(False, False, "float16"), cuda=False, bf16_supported=False)
+    with pytest.raises(ConfigError, match="does not support bfloat16"):
+        choose_precision(cs(True, False), cuda=True, bf16_supported=False)
+    p = choose_precision(cs(False, True, "float16"), cuda=True, bf16_supported=False)
+    assert (p.fp16, p.use_cpu) == (True, False)
+
+
+def test_device_map_under_several_processes():
+    from vlmctl.training.model_prep import device_map_for
+
+    assert device_map_for("auto", 2, 1, cuda=True, quantized=False)[0] is None
+    assert device_map_for("auto", 2, 1, cuda=True, quantized=True)[0] == {"": "cuda:1"}
+    assert device_map_for("auto", 1, 0, cuda=True, quantized=False) == ("auto", None)
+    assert device_map_for("auto", 1, 0, cuda=False, quantized=False) == (None, None)
+
+
+def test_lora_targets_only_the_language_model(tiny_qwen):
+    import re
+
+    from transformers import AutoModelForImageTextToText
+
+    from vlmctl.training.model_prep import language_model_targets
+
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_qwen))
+    regex, suffixes = language_model_targets(model, "all-linear")
+    hit = [n for n, _ in model.named_modules() if re.fullmatch(regex, n)]
+    assert hit and all(n.startswith("model.language_model.") for n in hit)
+    assert {"q_proj", "v_proj", "down_proj"} <= set(suffixes)
+    linear = [
+        n
+        for n, m in model.named_modules()
+        if type(m).__name__ == "Linear" and n.startswith("model.language_model.")
+    ]
+    assert sorted(hit) == sorted(linear)  # every LM linear layer, nothing else
+    regex, suffixes = language_model_targets(model, ["q_proj", "v_proj"])
+    assert suffixes == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match="matches no linear layer"):
+        language_model_targets(model, ["no_such_proj"])
+
+
+# --- real runs -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_end_to_end_wandb_offline_no_secrets(tmp_path, tiny_qwen):
+    """One process, wandb without credentials (no prompt: stdin closed), group_by_length."""
+    config = make_set(tmp_path, tiny_qwen, n_train=24, steps=3)
+    env = _env(tmp_path)
+    env.pop("WANDB_MODE", None)
+    env.pop("WANDB_DIR", None)
+    proc = vlmctl(
+        [
+            "train", str(config),
+            "--set", "train.report_to=[wandb]",
+            "--set", "train.group_by_length=true",
+            "--set", "train.hub_token=sekrit-123",
+            "--set", "peft.exclude_vision_modules=true",
+        ],
+        env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    assert "logging offline" in proc.stderr and "wandb sync" in proc.stderr
+    assert list((run / "wandb").glob("offline-run-*")), sorted(p.name for p in run.iterdir())
+    assert "done: 3 steps" in proc.stderr  # the readable summary line
+
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    assert manifest["finished"] is True and manifest["global_step"] == 3
+    assert set(manifest["configs"]) == {"model", "collator", "train", "peft"}
+    assert manifest["model_name_or_path"] == str(tiny_qwen)
+    assert manifest["dataset_fingerprint"]["train_rows"] == 24
+    assert "torch" in manifest["versions"] and "trl" in manifest["versions"]
+    everything = (run / "vlmctl-run.json").read_text() + "".join(
+        p.read_text() for p in (run / "configs").iterdir()
+    )
+    assert "sekrit" not in everything and "hub_token" not in everything
+    assert sorted(p.name for p in (run / "configs").iterdir()) == sorted(
+        ["vlm_model_config.yaml", "vlm_collator_config.yaml", "train_config.yaml",
+         "peft_config.yaml"]
+    )  # fmt: skip
+
+    # The result loads, and LoRA touched the language model only.
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    with safe_open(str(run / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(".language_model." in k for k in keys), keys[:5]
+    AutoProcessor.from_pretrained(str(run))
+    base = AutoModelForImageTextToText.from_pretrained(str(tiny_qwen))
+    model = PeftModel.from_pretrained(base, str(run))
+    assert model.peft_config["default"].r == 16
+
+
+class _KeepStatus:
+    """A launcher that runs the launch and keeps a copy of the status folder (rank markers)."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+
+    def __call__(self, argv, env):
+        from vlmctl.training.launch import subprocess_launcher
+
+        status = Path(argv[argv.index("--status-dir") + 1])
+        code = subprocess_launcher(argv, env, status)
+        shutil.copytree(status, self.dest)
+        return code
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path, tiny_qwen, monkeypatch):
+    """2 gloo processes through accelerate: both train on half the data, rank 0 writes."""
+    config = make_set(tmp_path, tiny_qwen, n_train=32, steps=4)
+    for key, value in _env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    keep = _KeepStatus(tmp_path / "status")
+    code = run_train(
+        TrainRequest(
+            config_dir=config,
+            num_processes=2,
+            overrides=["train.max_steps=-1", "train.num_train_epochs=1", "train.save_steps=100"],
+        ),
+        launcher=keep,
+    )
+    assert code == 0
+    ranks = sorted(json.loads(p.read_text())["rank"] for p in keep.dest.glob("rank*.json"))
+    assert ranks == [0, 1]
+    assert {json.loads(p.read_text())["world_size"] for p in keep.dest.glob("rank*.json")} == {2}
+    run = tmp_path / "run"
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    # 32 rows / (batch 4 x 2 processes) = 4 steps: the data was split between the ranks.
+    assert manifest["world_size"] == 2 and manifest["global_step"] == 4
+    assert manifest["finished"] is True
+    state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    names = sorted(p.name for p in run.iterdir())
+    assert names.count("adapter_model.safetensors") == 1 and "vlmctl-run.json" in names
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(run)).r == 16
+
+
+def _last_loss(run: Path, step: int) -> float:
+    ckpt = latest_checkpoint(run)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["global_step"] == step
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h and h["step"] == step]
+    assert losses, state["log_history"]
+    return losses[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_auto_matches_an_uninterrupted_run(tmp_path, tiny_qwen):
+    steps = 10
+    changes = [
+        "--set", f"train.max_steps={steps}",
+        "--set", "train.logging_steps=1",
+        "--set", f"train.save_steps={steps}",
+        "--set", "train.save_total_limit=3",
+        "--set", "train.group_by_length=true",
+        "--set", "peft.lora_dropout=0.1",
+    ]  # fmt: skip
+    config = make_set(tmp_path, tiny_qwen, n_train=24, steps=steps)  # 6 steps per epoch
+    env = _env(tmp_path, VLMCTL_TEST_STEP_SLEEP="0.4")
+
+    ref = tmp_path / "ref"
+    proc = vlmctl(["train", str(config), "--output-dir", str(ref), *changes], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = tmp_path / "run"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vlmctl", "train", str(config), *changes],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    seen = []
+    deadline = time.monotonic() + 300
+    for line in p.stderr:
+        seen.append(line)
+        if line.startswith("step 2/"):
+            p.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    rest = p.stderr.read()
+    code = p.wait(timeout=120)
+    text = "".join(seen) + rest
+    assert code == 143, text[-3000:]
+    assert "--resume auto" in text and "checkpoint saved" in text
+    ckpt = latest_checkpoint(run)
+    stopped = int(ckpt.name.split("-")[1])
+    assert 2 <= stopped < steps
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    assert manifest["finished"] is False and manifest["global_step"] == stopped
+
+    env.pop("VLMCTL_TEST_STEP_SLEEP")
+    proc = vlmctl(["train", str(config), *changes, "--resume", "auto"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed at step {stopped}" in proc.stderr
+    assert json.loads((run / "vlmctl-run.json").read_text())["finished"] is True
+    assert _last_loss(run, steps) == pytest.approx(_last_loss(ref, steps), abs=1e-5)
