@@ -1,0 +1,205 @@
+"""Benchmark `vlmctl validate`'s row pass against a bare loop, and its memory at 1k vs 10k rows.
+
+On ../shared/data/abo_vqa_csv (1000 rows, 200 JPEGs) with the tiny Qwen2-VL twin's REAL
+processor class (Qwen2VLProcessor, small image limits):
+- bare loop: open each row's image (`vlmctl.media.load_image`) and call the processor on the
+  image plus the row's text — the least any length check must do;
+- validate: `check_data` (columns, rows, media, encode via the collator, truncation policy),
+  row-pass time only (`row_pass_seconds`), with --num-proc 1 and 2;
+- peak RSS of a whole `vlmctl validate --format json` process at 1,000 rows and at 10,000 rows
+  (the same CSV rows repeated 10 times), each in its own process.
+Each timing is the best of `--repeat` runs (the machine is shared; the best run is the least
+disturbed). Prints a markdown table; `--append BENCHMARKS.md` appends it with the command.
+
+    python benchmarks/bench_validate.py [--rows 1000] [--repeat 2] [--append BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "abo_vqa_csv"
+
+
+def write_set(folder: Path, csv_path: Path, model: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vlm_model_config.yaml").write_text(f'model_name_or_path: "{model}"\n')
+    (folder / "vlm_collator_config.yaml").write_text(
+        f"""dataset:
+  path: "{csv_path}"
+  media_root: "{SHARED / "curated_images"}"
+dataset_columns:
+  image_column: "image_name"
+  question_column: "question"
+  answer_column: "answer"
+  video_column: null
+message_format:
+  system_prompt: "Answer with one word."
+text_processing:
+  max_length: 512
+"""
+    )
+    (folder / "train_config.yaml").write_text("report_to: []\n")
+    (folder / "peft_config.yaml").write_text("r: 8\n")
+    return folder
+
+
+def repeated_csv(dest: Path, times: int) -> Path:
+    with open(SHARED / "vqa.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    with open(dest, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(rows[0])
+        for _ in range(times):
+            w.writerows(rows[1:])
+    return dest
+
+
+def bare_loop(config: Path, model: Path, limit: int, threads: int | None = None):
+    """Seconds for: open each image, call the processor on it with the row's text."""
+    import torch
+    from transformers import AutoProcessor
+
+    from vlmctl.config.load import load_config_set
+    from vlmctl.data.dataset import iter_rows, load_splits
+    from vlmctl.media.images import load_image
+
+    cs = load_config_set(config)
+    data = load_splits(cs.collator, cs.dir)
+    processor = AutoProcessor.from_pretrained(model)
+    image_text = "<|vision_start|><|image_pad|><|vision_end|>"
+    n = 0
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    for _, row in iter_rows(data.train):
+        image = load_image(row["image_name"], base_dirs=data.media_dirs)
+        processor(text=[image_text + row["question"] + " " + row["answer"]], images=[image],
+                  return_tensors="pt")  # fmt: skip
+        n += 1
+        if n >= limit:
+            break
+    secs = time.perf_counter() - t0
+    torch.set_num_threads(saved)
+    return secs, n
+
+
+def validate_pass(config: Path, num_proc: int) -> tuple[float, int, dict]:
+    from vlmctl.checks.data_checks import DataCheckOptions, check_data
+    from vlmctl.config.load import load_config_set
+
+    cs = load_config_set(config)
+    result = check_data(cs, DataCheckOptions(num_proc=num_proc))
+    bad = [f.one_line() for f in result.findings if f.severity != "info"]
+    assert not bad, bad
+    s = result.summary
+    return s["row_pass_seconds"], s["rows"]["checked"], s
+
+
+def peak_rss_mb(config: Path) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of a whole `vlmctl validate` process."""
+    code = (
+        "import resource, runpy, sys\n"
+        f"sys.argv = ['vlmctl', 'validate', {str(config)!r}, '--format', 'json']\n"
+        "try:\n    runpy.run_module('vlmctl', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    )
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("RSS ")]
+    if not line:
+        raise RuntimeError(r.stderr[-2000:])
+    doc = json.loads(r.stdout)
+    assert doc["config_sets"][0]["counts"]["errors"] == 0, r.stdout[:2000]
+    return int(line[-1].split()[1]) / 1024, wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--append", type=Path, help="append the results to this markdown file")
+    args = ap.parse_args()
+    if not SHARED.is_dir():
+        print(f"skipped: {SHARED} is not present", file=sys.stderr)
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from vlmctl.testing.tiny import build_tiny_model
+
+    with tempfile.TemporaryDirectory(prefix="bench-validate-") as tmp:
+        tmp_path = Path(tmp)
+        model = build_tiny_model("qwen2_vl", tmp_path / "qwen2_vl")
+        cfg1k = write_set(tmp_path / "set1k", SHARED / "vqa.csv", model)
+        cfg10k = write_set(tmp_path / "set10k", repeated_csv(tmp_path / "vqa10k.csv", 10), model)
+
+        results: dict[str, tuple[float, int]] = {}
+        for _ in range(args.repeat):
+            for name, fn in (
+                ("bare loop (open image + processor)", lambda: bare_loop(cfg1k, model, args.rows)),
+                (
+                    "bare loop, torch 1 thread",
+                    lambda: bare_loop(cfg1k, model, args.rows, threads=1),
+                ),
+                ("validate --num-proc 1", lambda: validate_pass(cfg1k, 1)[:2]),
+                ("validate --num-proc 2", lambda: validate_pass(cfg1k, 2)[:2]),
+            ):
+                secs, n = fn()
+                if name not in results or secs < results[name][0]:
+                    results[name] = (secs, n)
+        base = results["bare loop (open image + processor)"]
+        base_rate = base[1] / base[0]
+        lines = [
+            f"| run | rows | seconds (best of {args.repeat}) | rows/s | vs bare loop |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, (secs, n) in results.items():
+            rate = n / secs
+            lines.append(f"| {name} | {n} | {secs:.2f} | {rate:.1f} | {rate / base_rate:.2f}x |")
+        rss_lines = []
+        if not args.skip_rss:
+            rss1, wall1 = peak_rss_mb(cfg1k)
+            rss10, wall10 = peak_rss_mb(cfg10k)
+            rss_lines = [
+                "",
+                "| whole `vlmctl validate` process | rows | peak RSS (MB) | wall (s) |",
+                "|---|---:|---:|---:|",
+                f"| abo_vqa_csv | 1,000 | {rss1:.0f} | {wall1:.1f} |",
+                f"| abo_vqa_csv x10 (same rows repeated) | 10,000 | {rss10:.0f} | {wall10:.1f} |",
+                f"| difference | | {rss10 - rss1:+.0f} (goal: within 100) | |",
+            ]
+    load = os.getloadavg()
+    header = [
+        "## validate (dataset pass): rows/s vs a bare loop, peak RSS 1k vs 10k rows",
+        "",
+        f"`python benchmarks/bench_validate.py --rows {args.rows} --repeat {args.repeat}` on "
+        f"{platform.node() or 'this machine'}: {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, load average at the end {load[0]:.1f} (a shared machine: "
+        "compare ratios, not absolute times). Data: ../shared/data/abo_vqa_csv; processor: the "
+        "tiny Qwen2-VL twin's Qwen2VLProcessor (16 image tokens per 256x256 image).",
+        "",
+    ]
+    text = "\n".join(header + lines + rss_lines) + "\n"
+    print(text)
+    if args.append:
+        with open(args.append, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
