@@ -105,6 +105,12 @@ def test_user_config_path_and_no_process_count(tmp_path):
     assert "--num_processes" not in argv  # the file's own value stands
 
 
+def test_cpu_thread_count_flag():
+    assert "--num_cpu_threads_per_process" not in ln.build_launch_argv("cpu", 1)
+    argv = ln.build_launch_argv("cpu_ddp", 2, num_cpu_threads_per_process=3)
+    assert _flag(_launch_part(argv), "--num_cpu_threads_per_process") == "3"
+
+
 def test_mixed_precision_flag_only_when_asked():
     assert "--mixed_precision" not in ln.build_launch_argv("single_gpu", 1)
     argv = ln.build_launch_argv("single_gpu", 1, mixed_precision="bf16")

@@ -423,3 +423,34 @@ def test_sigterm_checkpoints_and_resume_auto_matches_an_uninterrupted_run(tmp_pa
     assert f"resumed at step {stopped}" in proc.stderr
     assert json.loads((run / "vlmctl-run.json").read_text())["finished"] is True
     assert _last_loss(run, steps) == pytest.approx(_last_loss(ref, steps), abs=1e-5)
+
+
+def test_sft_kwargs_for_a_vlm_run(tmp_path):
+    from types import SimpleNamespace
+
+    from vlmctl.config.load import load_config_set
+    from vlmctl.training.lengths import LENGTH_COLUMN
+    from vlmctl.training.worker import sft_kwargs
+
+    config = make_set(tmp_path, "unused-model-id")
+    cpu = SimpleNamespace(bf16=True, fp16=False, use_cpu=True)
+    cs = load_config_set(config, ["train.eval_steps=5", "train.group_by_length=true"])
+    kw = sft_kwargs(cs, tmp_path / "out", cpu, has_eval=True, group_by_length=True)
+    assert kw["remove_unused_columns"] is False
+    assert kw["dataset_kwargs"] == {"skip_prepare_dataset": True}
+    assert (kw["bf16"], kw["use_cpu"]) == (True, True)
+    assert kw["eval_strategy"] == "steps" and kw["eval_steps"] == 5
+    assert kw["train_sampling_strategy"] == "group_by_length"
+    assert kw["length_column_name"] == LENGTH_COLUMN
+    assert kw["output_dir"] == str(tmp_path / "out") and kw["disable_tqdm"] is True
+    # No eval split: no evaluation, whatever eval_steps says.
+    kw = sft_kwargs(cs, tmp_path / "out", cpu, has_eval=False, group_by_length=True)
+    assert kw["eval_strategy"] == "no" and "eval_steps" not in kw
+    # Fractions stay fractions (the Trainer reads <1 as a share of the run).
+    cs = load_config_set(config, ["train.save_steps=0.25", "train.gradient_checkpointing=true"])
+    kw = sft_kwargs(cs, tmp_path / "out", cpu, has_eval=False, group_by_length=False)
+    assert kw["save_steps"] == 0.25 and kw["activation_checkpointing"] is True
+    assert kw["activation_checkpointing_kwargs"] == {"use_reentrant": False}
+    from trl import SFTConfig
+
+    SFTConfig(**kw)  # accepted by the installed TRL

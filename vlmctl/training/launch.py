@@ -66,6 +66,7 @@ def build_launch_argv(
     worker_args: Sequence[str] = (),
     mixed_precision: str | None = None,
     python: str | None = None,
+    num_cpu_threads_per_process: int | None = None,
 ) -> list[str]:
     """The full `python -m accelerate.commands.launch ... -m vlmctl.training.worker ...` argv.
 
@@ -89,6 +90,8 @@ def build_launch_argv(
         argv += ["--main_process_port", str(main_process_port)]
     if mixed_precision is not None:
         argv += ["--mixed_precision", mixed_precision]
+    if num_cpu_threads_per_process is not None:
+        argv += ["--num_cpu_threads_per_process", str(num_cpu_threads_per_process)]
     # Single-process and DeepSpeed launchers print a second traceback on failure without it.
     argv += ["--quiet", "--module", WORKER_MODULE, *worker_args]
     return argv

@@ -106,6 +106,16 @@ def _resume_hint(req: TrainRequest, output_dir: Path) -> str:
     return shlex.join(parts)
 
 
+def _physical_cores() -> int:
+    """Physical cores (accelerate's own default for CPU threads), logical ones as fallback."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
 def pick_preset(req: TrainRequest, gpu_count: int) -> tuple[str, int | None, list[str]]:
     """(preset name or config path, processes per machine or None, notes)."""
     notes: list[str] = []
@@ -204,6 +214,10 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
         main_process_ip=req.main_process_ip,
         main_process_port=req.main_process_port,
         worker_args=worker_args,
+        # CPU runs: say the thread count accelerate would pick, or it prints a warning.
+        num_cpu_threads_per_process=(
+            max(1, _physical_cores() // (nproc or 1)) if preset in ("cpu", "cpu_ddp") else None
+        ),
     )
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
