@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from _validate_util import (
     FAULTS,
+    Row,
     copy_abo_subset,
     make_generated_set,
     plant_faults,
@@ -458,3 +459,72 @@ def test_real_examples_validate_clean(tiny_model_dir, example, args):
     assert code == 0 and bad == [], bad
     assert s["data"]["rows"]["checked"] > 0
     assert s["data"]["supervised"]["tokens_per_epoch"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming: capped findings, eval split, missing data, progress
+
+
+def test_many_bad_rows_are_capped_with_the_rest_counted(tmp_path, qwen):
+    from _validate_util import generated_rows
+
+    config = make_generated_set(tmp_path, qwen, faults=False, n=60)
+    rows = generated_rows(tmp_path / "data" / "images", 60)
+    rows = [Row(f"gone{i}.jpg", r.question, r.answer) for i, r in enumerate(rows)]
+    write_csv(tmp_path / "data" / "train.csv", rows)
+    code, doc = validate_json(config)
+    assert code == 1
+    findings = doc["config_sets"][0]["findings"]
+    listed = [f for f in findings if f["code"] == "media-not-found" and f["row"] is not None]
+    assert [f["row"] for f in listed] == list(range(20))
+    (more,) = [f for f in findings if f["code"] == "media-not-found" and f["row"] is None]
+    assert more["message"].startswith("40 more rows with the same problem")
+    assert doc["config_sets"][0]["data"]["rows"]["with_errors"] == 60
+
+
+def test_eval_file_is_checked_too(tmp_path, qwen):
+    from _validate_util import generated_rows
+
+    config = make_generated_set(tmp_path, qwen, faults=False)
+    rows = generated_rows(tmp_path / "data" / "images", 4)
+    rows[2] = Row("missing-eval.jpg", rows[2].question, rows[2].answer)
+    write_csv(tmp_path / "data" / "eval.csv", rows)
+    collator_yaml = config / "vlm_collator_config.yaml"
+    collator_yaml.write_text(
+        collator_yaml.read_text().replace(
+            "dataset:\n", f'dataset:\n  eval_path: "{tmp_path / "data" / "eval.csv"}"\n'
+        )
+    )
+    code, doc = validate_json(config)
+    assert code == 1
+    (f,) = [f for f in doc["config_sets"][0]["findings"] if f["row"] is not None]
+    assert f["row"] == 2 and f["message"].startswith("eval split: file not found")
+    assert doc["config_sets"][0]["data"]["rows"]["checked"] == 24  # 20 train + 4 eval
+
+
+def test_missing_local_dataset_is_an_error_at_dataset_path(tmp_path, qwen):
+    config = write_config_set(tmp_path / "c", tmp_path / "nowhere.csv", qwen)
+    code, doc = validate_json(config)
+    assert code == 1
+    errors = [f for f in doc["config_sets"][0]["findings"] if f["severity"] == "error"]
+    assert len(errors) == 1 and "dataset not found" in errors[0]["message"]
+    assert errors[0]["file"].endswith("vlm_collator_config.yaml") and errors[0]["line"] == 2
+    assert doc["config_sets"][0]["data"]["dataset"]["reachable"] is False
+
+
+def test_progress_bar_appears_only_after_a_second(monkeypatch):
+    from vlmctl.checks import data_checks as dc
+
+    clock = [100.0]
+    monkeypatch.setattr(dc.time, "monotonic", lambda: clock[0])
+    bar = dc._Progress(True, 10, "rows")
+    bar.advance()
+    assert bar.bar is None  # under a second: nothing drawn
+    clock[0] += 1.5
+    bar.advance()
+    assert bar.bar is not None and bar.done == 2
+    bar.close()
+    off = dc._Progress(False, 10, "rows")
+    clock[0] += 5
+    off.advance()
+    assert off.bar is None
