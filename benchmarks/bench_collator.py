@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--family", default="qwen2_vl")
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--image-size", type=int, default=32)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -63,35 +63,43 @@ def main() -> None:
         trl_rows.append({"messages": ex.messages, "images": ex.images})
     theirs = DataCollatorForVisionLanguageModeling(processor=proc)
 
-    def run_ours():
-        for i in range(0, len(rows), args.batch):
-            ours(rows[i : i + args.batch])
+    batches = [(i, i + args.batch) for i in range(0, len(rows), args.batch)]
 
-    def run_trl():
-        for i in range(0, len(trl_rows), args.batch):
-            # TRL pops/rewrites keys of the examples it gets: give it fresh ones (not timed).
-            batch = [copy.copy(r) for r in trl_rows[i : i + args.batch]]
-            theirs(batch)
+    def time_ours(lo, hi):
+        t0 = time.perf_counter()
+        ours(rows[lo:hi])
+        return time.perf_counter() - t0
 
-    def best(fn) -> float:
-        fn()  # warm-up (template compile, caches)
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return len(rows) / min(times)
+    def time_trl(lo, hi):
+        # TRL pops/rewrites keys of the examples it gets: give it fresh ones (not timed).
+        batch = [copy.copy(r) for r in trl_rows[lo:hi]]
+        t0 = time.perf_counter()
+        theirs(batch)
+        return time.perf_counter() - t0
 
-    # Interleave so drift (thermal, other processes) hits both sides alike.
-    ours_sps, trl_sps = [], []
-    for _ in range(2):
-        ours_sps.append(best(run_ours))
-        trl_sps.append(best(run_trl))
-    o, t = max(ours_sps), max(trl_sps)
-    print(f"device: CPU ({platform.processor() or platform.machine()}), "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"family {args.family}, {args.rows} rows, batch {args.batch}, "
-          f"{s}x{s} images, best of {args.repeat}x2")
+    for lo, hi in batches[:2]:  # warm-up (template compile, caches)
+        time_ours(lo, hi), time_trl(lo, hi)
+    # Interleaved per batch, alternating who goes first, best time per batch over the
+    # repeats: a loaded machine slows both sides alike and the minimum filters the spikes.
+    best_ours = [float("inf")] * len(batches)
+    best_trl = [float("inf")] * len(batches)
+    for r in range(args.repeat):
+        for j, (lo, hi) in enumerate(batches):
+            if (r + j) % 2:
+                best_trl[j] = min(best_trl[j], time_trl(lo, hi))
+                best_ours[j] = min(best_ours[j], time_ours(lo, hi))
+            else:
+                best_ours[j] = min(best_ours[j], time_ours(lo, hi))
+                best_trl[j] = min(best_trl[j], time_trl(lo, hi))
+    o, t = len(rows) / sum(best_ours), len(rows) / sum(best_trl)
+    print(
+        f"device: CPU ({platform.processor() or platform.machine()}), "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"family {args.family}, {args.rows} rows, batch {args.batch}, "
+        f"{s}x{s} images, best per batch of {args.repeat} interleaved repeats"
+    )
     print()
     print("| collator | samples/s | ratio |")
     print("|---|---:|---:|")

@@ -65,6 +65,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vlmctl.config.collator import CollatorConfig
@@ -220,6 +221,7 @@ class VLMCollator:
         self.eos_token = getattr(tok, "eos_token", None)
         self.bos_token = getattr(tok, "bos_token", None)
         self.media_token_ids = _media_token_ids(processor, tok)
+        self._media_ids_np = np.array(sorted(self.media_token_ids), dtype=np.int64)
         self._special_strings = _special_strings(tok)
         self.chat_template = getattr(processor, "chat_template", None) or getattr(
             tok, "chat_template", None
@@ -302,7 +304,7 @@ class VLMCollator:
         Media tensors then stay batched (`collate_encoded` of exactly these encodings, in this
         order, reuses them); a subset is re-processed as one call when collated.
         """
-        prepared = [self._prepare(ex) for ex in examples]
+        prepared = self._prepare_many(examples)
         encoded = self._process_prepared(prepared)
         for enc in encoded:
             enc.original_length = enc.length
@@ -430,57 +432,82 @@ class VLMCollator:
 
     # ------------------------------------------------------------------ chat path
 
-    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+    def _render_many(self, convs: list[list[dict]], add_generation_prompt: bool) -> list[str]:
+        """Render several chats in one call (the template is compiled once and cached)."""
+        if not convs:
+            return []
         from transformers.utils.chat_template_utils import render_jinja_template
 
         prompts, _ = render_jinja_template(
-            conversations=[messages],
+            conversations=convs,
             chat_template=self.chat_template,
             add_generation_prompt=add_generation_prompt,
             **self._special_tokens_map,
         )
-        return prompts[0]
+        return list(prompts)
 
-    def _assistant_char_spans(self, messages: list[dict]) -> tuple[str, list[list[int]]]:
-        """Rendered chat and the [start, end) character span of each assistant turn."""
-        gen_prompt = (
-            self.cfg.text_processing.add_generation_prompt
-            and bool(messages)
-            and messages[-1]["role"] != "assistant"
-        )
+    def _assistant_char_spans_many(
+        self, chats: list[list[dict]]
+    ) -> list[tuple[str, list[list[int]]]]:
+        """Rendered chat and the [start, end) character span of each assistant turn, per chat.
+
+        Without `{% generation %}` markers: the chat through turn k must render as a prefix of
+        the whole chat; the answer starts where the chat before turn k, rendered WITH the
+        generation prompt, ends (without it when that is not a prefix), and ends at the end of
+        turn k minus trailing whitespace. All renders of a batch go in two template calls.
+        """
+        tp = self.cfg.text_processing
+        gen = [tp.add_generation_prompt and bool(m) and m[-1]["role"] != "assistant" for m in chats]
         if self._has_generation_markers:
             from transformers.utils.chat_template_utils import render_jinja_template
 
-            prompts, indices = render_jinja_template(
-                conversations=[messages],
-                chat_template=self.chat_template,
-                add_generation_prompt=gen_prompt,
-                return_assistant_tokens_mask=True,
-                **self._special_tokens_map,
+            out = []
+            for messages, flag in zip(chats, gen, strict=True):
+                prompts, indices = render_jinja_template(
+                    conversations=[messages],
+                    chat_template=self.chat_template,
+                    add_generation_prompt=flag,
+                    return_assistant_tokens_mask=True,
+                    **self._special_tokens_map,
+                )
+                out.append((prompts[0], [list(s) for s in indices[0]]))
+            return out
+        wanted: dict[bool, dict[tuple[int, int], list[dict]]] = {True: {}, False: {}}
+        for i, (messages, flag) in enumerate(zip(chats, gen, strict=True)):
+            wanted[flag][(i, len(messages))] = messages
+            for k, msg in enumerate(messages):
+                if msg["role"] == "assistant":
+                    wanted[False][(i, k + 1)] = messages[: k + 1]
+                    if k:
+                        wanted[True][(i, k)] = messages[:k]
+        rendered: dict[bool, dict[tuple[int, int], str]] = {}
+        for flag, reqs in wanted.items():
+            rendered[flag] = dict(
+                zip(reqs, self._render_many(list(reqs.values()), flag), strict=True)
             )
-            return prompts[0], [list(s) for s in indices[0]]
-        full = self._render(messages, gen_prompt)
-        spans: list[list[int]] = []
-        for k, msg in enumerate(messages):
-            if msg["role"] != "assistant":
-                continue
-            through = self._render(messages[: k + 1], False) if k + 1 < len(messages) else None
-            if through is None:
-                through = full if not gen_prompt else self._render(messages, False)
-            if not full.startswith(through):
-                raise self._template_error("a chat prefix does not render as a prefix")
-            start = 0
-            if k:
-                head = self._render(messages[:k], True)
-                if not through.startswith(head):
-                    head = self._render(messages[:k], False)
+        out = []
+        for i, (messages, flag) in enumerate(zip(chats, gen, strict=True)):
+            full = rendered[flag][(i, len(messages))]
+            spans: list[list[int]] = []
+            for k, msg in enumerate(messages):
+                if msg["role"] != "assistant":
+                    continue
+                through = rendered[False][(i, k + 1)]
+                if not full.startswith(through):
+                    raise self._template_error("a chat prefix does not render as a prefix")
+                start = 0
+                if k:
+                    head = rendered[True][(i, k)]
                     if not through.startswith(head):
-                        raise self._template_error("a chat prefix does not render as a prefix")
-                start = len(head)
-            end = len(through.rstrip())
-            if end > start:
-                spans.append([start, end])
-        return full, spans
+                        head = self._render_many([messages[:k]], False)[0]
+                        if not through.startswith(head):
+                            raise self._template_error("a chat prefix does not render as a prefix")
+                    start = len(head)
+                end = len(through.rstrip())
+                if end > start:
+                    spans.append([start, end])
+            out.append((full, spans))
+        return out
 
     def _template_error(self, what: str) -> VlmctlError:
         return VlmctlError(
@@ -512,7 +539,7 @@ class VLMCollator:
         return "".join(out), new_spans
 
     def _prepare(self, example: Example) -> _Prepared:
-        """Decode media and render the text (and spans) of one example; no processor yet."""
+        """Decode one example's media (and build PaliGemma's prefix/suffix); no processor yet."""
         images, videos, metas = self._load_media(example)
         if self.prefix_suffix:
             if not images:
@@ -535,15 +562,23 @@ class VLMCollator:
             image_token = getattr(self.processor, "image_token", "<image>")
             text = image_token * len(images) + prefix
             return _Prepared(example, text, [], images, videos, metas, suffix)
-        text, spans = self._assistant_char_spans(example.messages)
-        text, spans = self._ensure_eos(text, spans)
-        return _Prepared(example, text, spans, images, videos, metas)
+        return _Prepared(example, "", [], images, videos, metas)
+
+    def _prepare_many(self, examples: Sequence[Example]) -> list[_Prepared]:
+        prepared = [self._prepare(ex) for ex in examples]
+        if not self.prefix_suffix:
+            rendered = self._assistant_char_spans_many([ex.messages for ex in examples])
+            for p, (text, spans) in zip(prepared, rendered, strict=True):
+                p.text, p.spans = self._ensure_eos(text, spans)
+        return prepared
 
     def _process_prepared(self, prepared: list[_Prepared]) -> list[EncodedExample]:
         """One processor call over `prepared` -> one EncodedExample each (media batched)."""
         if self.prefix_suffix and len({p.suffix is None for p in prepared}) > 1:
             return [enc for p in prepared for enc in self._process_prepared([p])]
-        kwargs: dict[str, Any] = {"text": [p.text for p in prepared], "return_tensors": "pt"}
+        # Token outputs come back as lists (numpy converts them much faster than the
+        # processor's own tensor conversion); media outputs go through BatchFeature below.
+        kwargs: dict[str, Any] = {"text": [p.text for p in prepared]}
         if len(prepared) > 1:
             kwargs.update(padding=True, padding_side="right")
         if any(p.images for p in prepared):
@@ -560,82 +595,84 @@ class VLMCollator:
                 metas = [_video_metadata(p.metas, p.videos) for p in prepared if p.videos]
                 if all(m is not None for m in metas):
                     kwargs["video_metadata"] = [m for group in metas for m in group]
-        out = self._process(kwargs, prepared)
-        ids_b = out.pop("input_ids").long()
+        out = dict(self._process(kwargs, prepared))
+        ids_np = np.asarray(out.pop("input_ids"), dtype=np.int64)
+        if ids_np.ndim == 1:  # some processors return a flat list for one text
+            ids_np = ids_np[None, :]
         out.pop("labels", None)
         mask = out.pop("attention_mask", None)
         offsets_b = out.pop("offset_mapping", None)
         repl_b = out.pop("text_replacement_offsets", None)
-        n, width = ids_b.shape
+        n, width = ids_np.shape
+        if mask is not None:
+            mask = torch.from_numpy(np.asarray(mask, dtype=np.int64).reshape(n, width))
         lengths = mask.sum(1).tolist() if mask is not None and n > 1 else [width] * n
-        token_keys = [
-            k
-            for k, v in out.items()
-            if torch.is_tensor(v) and v.dim() == 2 and v.shape == (n, width)
-        ]
-        media = {k: _as_tensor(v) for k, v in out.items() if k not in token_keys}
-        media = {k: v for k, v in media.items() if v is not None}
+        token_arrays: dict[str, torch.Tensor] = {}
+        media_raw: dict[str, Any] = {}
+        for key, value in out.items():
+            arr = _token_array(value, n, width)
+            if arr is not None:
+                token_arrays[key] = torch.from_numpy(arr)
+            else:
+                media_raw[key] = value
+        media = _media_tensors(media_raw)
         group = _MediaGroup(media, n)
+        ids_b = torch.from_numpy(ids_np)
+        # Kinds and labels for the whole padded batch at once (numpy: no per-token Python).
+        is_media = np.isin(ids_np, self._media_ids_np)
+        if self.prefix_suffix:
+            tt = token_arrays.get("token_type_ids")
+            trained = tt.numpy() == 1 if tt is not None else np.zeros_like(is_media)
+        else:
+            off = np.asarray(offsets_b, dtype=np.int64).reshape(n, width, 2)
+            ts, te = off[..., 0], off[..., 1]
+            real = te > ts  # zero-width tokens (added bos, specials outside the text) match nothing
+            trained = np.zeros_like(is_media)
+            for i, p in enumerate(prepared):
+                repl = repl_b[i] if isinstance(repl_b, list) and len(repl_b) > i else []
+                media_ranges, spans = _expanded_spans(repl, p.spans)
+                for ms, me in media_ranges:
+                    is_media[i] |= real[i] & (ts[i] >= ms) & (te[i] <= me)
+                for s, e in spans:
+                    trained[i] |= real[i] & (ts[i] < e) & (te[i] > s)
+        kinds_np = np.full(ids_np.shape, int(TokenKind.PROMPT), dtype=np.uint8)
+        kinds_np[trained & ~is_media] = TokenKind.TRAINED
+        kinds_np[is_media] = TokenKind.MEDIA
+        labels_np = self._labels_np(ids_np, kinds_np)
+        supervised = (labels_np != self.cfg.label_masking.ignore_index).cumsum(1)
         encoded = []
         for i, p in enumerate(prepared):
             L = int(lengths[i])
-            ids = ids_b[i, :L]
-            if self.prefix_suffix:
-                kinds = torch.full((L,), int(TokenKind.PROMPT), dtype=torch.uint8)
-                tt = out.get("token_type_ids")
-                if tt is not None:
-                    kinds[tt[i, :L] == 1] = TokenKind.TRAINED
-                for pos, tid in enumerate(ids.tolist()):
-                    if tid in self.media_token_ids:
-                        kinds[pos] = TokenKind.MEDIA
-                text = p.text + ("\n" + p.suffix if p.suffix is not None else "")
-            else:
-                repl = repl_b[i] if isinstance(repl_b, list) and len(repl_b) > i else []
-                kinds = self._chat_kinds(ids, offsets_b[i, :L].tolist(), repl, p.spans)
-                text = p.text
-            token_extras = {k: out[k][i, :L] for k in token_keys}
+            kinds = torch.from_numpy(kinds_np[i, :L].copy())
+            token_extras = {k: v[i, :L] for k, v in token_arrays.items()}
             if mask is not None:
                 token_extras["attention_mask"] = mask[i, :L]
-            labels = self._labels(ids, kinds)
+            text = p.text
+            if self.prefix_suffix and p.suffix is not None:
+                text += "\n" + p.suffix
             enc = EncodedExample(
-                input_ids=ids,
-                labels=labels,
+                input_ids=ids_b[i, :L],
+                labels=torch.from_numpy(labels_np[i, :L].copy()),
                 kinds=kinds,
                 token_extras=token_extras,
                 media_extras=media if n == 1 else {},
                 row=p.example.row,
-                media_spans=_runs(kinds, TokenKind.MEDIA),
+                media_spans=_runs_np(kinds_np[i, :L] == TokenKind.MEDIA),
                 text=text,
             )
-            enc.num_supervised = int((labels != self.cfg.label_masking.ignore_index).sum())
+            enc.num_supervised = int(supervised[i, L - 1]) if L else 0
             enc._prepared, enc._group, enc._pos = p, group, i
             encoded.append(enc)
         return encoded
 
-    def _chat_kinds(self, ids: torch.Tensor, offsets: list, repl: list, spans: list):
-        """Token kinds from character offsets: media expansions, marker ids, assistant spans."""
-        repl = sorted(repl or [], key=lambda r: r["span"][0])
-        # original char position -> expanded char position
-        ends = [r["span"][1] for r in repl]
-        gained = [0]
-        for r in repl:
-            grow = (r["new_span"][1] - r["new_span"][0]) - (r["span"][1] - r["span"][0])
-            gained.append(gained[-1] + grow)
-        media_ranges = [tuple(r["new_span"]) for r in repl]
-        exp_spans = [
-            (s + gained[bisect.bisect_right(ends, s)], e + gained[bisect.bisect_right(ends, e - 1)])
-            for s, e in spans
-        ]
-        kinds = torch.full(ids.shape, int(TokenKind.PROMPT), dtype=torch.uint8)
-        media_ids = self.media_token_ids
-        for pos, ((ts, te), tid) in enumerate(zip(offsets, ids.tolist(), strict=True)):
-            if tid in media_ids or any(
-                ms <= ts and te <= me and te > ts for ms, me in media_ranges
-            ):
-                kinds[pos] = TokenKind.MEDIA
-            elif te > ts and any(ts < e and te > s for s, e in exp_spans):
-                kinds[pos] = TokenKind.TRAINED
-        return kinds
+    def _labels_np(self, ids: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+        lm = self.cfg.label_masking
+        labels = ids.astype(np.int64, copy=True)
+        if lm.mask_input_tokens:
+            labels[kinds == TokenKind.PROMPT] = lm.ignore_index
+        if lm.mask_image_token:
+            labels[kinds == TokenKind.MEDIA] = lm.ignore_index
+        return labels
 
     # ------------------------------------------------------------------ shared
 
@@ -657,15 +694,6 @@ class VLMCollator:
                     code="processor-error",
                 )
             ) from exc
-
-    def _labels(self, ids: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-        lm = self.cfg.label_masking
-        labels = ids.clone()
-        if lm.mask_input_tokens:
-            labels[kinds == TokenKind.PROMPT] = lm.ignore_index
-        if lm.mask_image_token:
-            labels[kinds == TokenKind.MEDIA] = lm.ignore_index
-        return labels
 
     def _apply_length_policy(self, enc: EncodedExample) -> None:
         tp = self.cfg.text_processing
@@ -816,17 +844,27 @@ def _message_text(msg: dict) -> str:
     ).strip()
 
 
-def _runs(kinds: torch.Tensor, kind: TokenKind) -> list[tuple[int, int]]:
-    out = []
-    k = (kinds == kind).tolist()
-    start = None
-    for i, v in enumerate(k + [False]):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            out.append((start, i))
-            start = None
-    return out
+def _expanded_spans(repl: list, spans: list) -> tuple[list, list]:
+    """Media expansions' character ranges, and `spans` shifted into the expanded text."""
+    repl = sorted(repl or [], key=lambda r: r["span"][0])
+    ends = [r["span"][1] for r in repl]
+    gained = [0]
+    for r in repl:
+        grow = (r["new_span"][1] - r["new_span"][0]) - (r["span"][1] - r["span"][0])
+        gained.append(gained[-1] + grow)
+    media_ranges = [tuple(r["new_span"]) for r in repl]
+    shifted = [
+        (s + gained[bisect.bisect_right(ends, s)], e + gained[bisect.bisect_right(ends, e - 1)])
+        for s, e in spans
+    ]
+    return media_ranges, shifted
+
+
+def _runs_np(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    padded = np.concatenate(([False], flags.astype(bool), [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -846,9 +884,46 @@ def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded, dim=0)
 
 
+def _token_array(value: Any, n: int, width: int) -> np.ndarray | None:
+    """A per-token output (n rows of `width` numbers) as an int64 array, else None."""
+    if torch.is_tensor(value) or isinstance(value, np.ndarray):
+        arr = np.asarray(value)
+    elif (
+        isinstance(value, list)
+        and len(value) == n
+        and all(isinstance(v, list) and len(v) == width for v in value)
+    ):
+        arr = np.asarray(value)
+    else:
+        return None
+    if arr.shape != (n, width) or not np.issubdtype(arr.dtype, np.integer):
+        return None
+    return arr.astype(np.int64, copy=False)
+
+
+def _media_tensors(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Media outputs as tensors, converted the way the processor's `return_tensors="pt"` does."""
+    if not raw:
+        return {}
+    from transformers import BatchFeature
+
+    out: dict[str, torch.Tensor] = {}
+    try:
+        converted = BatchFeature(data=raw, tensor_type="pt")
+    except (ValueError, TypeError, RuntimeError):
+        converted = raw
+    for key, value in converted.items():
+        tensor = _as_tensor(value)
+        if tensor is not None:
+            out[key] = tensor
+    return out
+
+
 def _as_tensor(value: Any) -> torch.Tensor | None:
     if torch.is_tensor(value):
         return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], (int, float)):
         return torch.tensor(value)
     return None
