@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docker/test-build.sh: build both vlmctl images for real and run vlmctl inside each.
 #
-# Slow (15-30 minutes, about 25 GB of free disk) and NOT part of the default pytest run. Run it as
+# Slow (20-40 minutes, about 30 GB of free disk) and NOT part of the default pytest run. Run it as
 # root from anywhere:   bash docker/test-build.sh
 #
 # It works on a machine with no Docker engine and no access to a container registry:
@@ -27,8 +27,10 @@
 #
 # Environment knobs:
 #   ONLY=cpu|cuda      build and check one image only
-#   KEEP_IMAGES=1      keep the built images and the layer cache (default: removed at the end;
-#                      the Debian base image is always kept as the cache for the next run)
+#   KEEP_IMAGES=1      keep the built images and the layer cache (default: each image and its
+#                      dangling layers are removed right after its checks, so the two builds
+#                      never hold their ~25 GB each at once; the Debian base image is always
+#                      kept as the cache for the next run)
 #   NO_BUILD=1         skip the builds and only run the checks against existing images
 #   DEMO_TIMEOUT=900   seconds allowed for `vlmctl demo` (other commands get 300)
 #   LOG_DIR=DIR        where build logs go (default: a fresh folder under /tmp)
@@ -242,32 +244,41 @@ check_image() { # check_image NAME IMAGE
 }
 
 # --- 5. go ----------------------------------------------------------------------------------
+declare -a sizes=()
+size_of() { podman image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$1" 2>/dev/null; }
+sizes+=("$(size_of "${base_image}")  (the local base)")
+
+# Each image is removed right after its checks unless KEEP_IMAGES=1: one build with its layer
+# cache takes about 25 GB here, and the next build needs the room.
+cleanup_image() {
+    if [ "${KEEP_IMAGES:-0}" != 1 ] && [ "${NO_BUILD:-0}" != 1 ]; then
+        podman rmi -f "$1" >/dev/null 2>&1
+        podman image prune -f >/dev/null 2>&1
+        echo "removed $1 and its dangling layers; $(df -h --output=avail "${storage}" | tail -1) free"
+    fi
+}
+
 only="${ONLY:-all}"
 if [ "${only}" != cuda ]; then
     if [ "${NO_BUILD:-0}" = 1 ] || build cpu "${cpu_image}" docker/Dockerfile.cpu \
         --build-arg "BASE_IMAGE=${base_image}"; then
+        sizes+=("$(size_of "${cpu_image}")")
         check_image cpu "${cpu_image}"
     fi
+    cleanup_image "${cpu_image}"
 fi
 if [ "${only}" != cpu ]; then
     if [ "${NO_BUILD:-0}" = 1 ] || build cuda "${cuda_image}" docker/Dockerfile \
         --build-arg "BASE_IMAGE=${base_image}" --build-arg "BUILDER_IMAGE=${base_image}"; then
+        sizes+=("$(size_of "${cuda_image}")")
         check_image cuda "${cuda_image}"
     fi
-fi
-
-say "image sizes (podman image ls)"
-podman image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' \
-    | grep -E "^(localhost/vlmctl|${base_image})" | sort
-
-if [ "${KEEP_IMAGES:-0}" != 1 ] && [ "${NO_BUILD:-0}" != 1 ]; then
-    say "cleanup (KEEP_IMAGES=1 keeps the images)"
-    podman rmi -f "${cpu_image}" "${cuda_image}" >/dev/null 2>&1
-    podman image prune -f >/dev/null 2>&1
-    df -h "${storage}" | tail -1
+    cleanup_image "${cuda_image}"
 fi
 
 say "summary"
 printf '%s\n' "${results[@]}"
+echo "image sizes (podman image ls):"
+printf '  %s\n' "${sizes[@]}"
 echo "total time: $(( $(date +%s) - start_ts )) s"
 exit "${failed}"
