@@ -528,3 +528,23 @@ def test_progress_bar_appears_only_after_a_second(monkeypatch):
     clock[0] += 5
     off.advance()
     assert off.bar is None
+
+
+def test_rows_left_without_supervised_tokens_are_reported(tmp_path, qwen):
+    from _validate_util import LONG_WORDS, generated_rows
+
+    config = make_generated_set(tmp_path, qwen, faults=False, mask_input_tokens=True)
+    collator_yaml = config / "vlm_collator_config.yaml"
+    text = collator_yaml.read_text()
+    question = '        - type: "text"\n          text: "{question_column}"\n'
+    image = '        - type: "image"\n'
+    assert question + image in text
+    collator_yaml.write_text(text.replace(question + image, image + question))  # image first
+    rows = generated_rows(tmp_path / "data" / "images")
+    rows[6] = Row(rows[6].image_name, LONG_WORDS, rows[6].answer)  # the answer is cut away
+    write_csv(tmp_path / "data" / "train.csv", rows)
+    code, doc = validate_json(config)
+    assert code == 0
+    assert row_findings(doc) == {6: [("warning", "no-supervised-tokens")]}
+    sup = doc["config_sets"][0]["data"]["supervised"]
+    assert sup["rows_without_supervised_tokens"] == 1 and sup["rows_kept"] == 19
