@@ -123,7 +123,7 @@ def test_clean_data_has_no_findings_and_exact_token_counts(clean, qwen):
     data = doc["config_sets"][0]["data"]
     assert data["model"]["processor_loaded"] is True
     assert data["rows"] == {
-        "total": 20, "checked": 20, "sampled": False, "with_errors": 0,
+        "total": 20, "checked": 20, "eval_checked": 0, "sampled": False, "with_errors": 0,
         "with_warnings_only": 0, "num_proc": 1,
     }  # fmt: skip
     # The numbers are the collator's: encode every row the way train does and compare.
@@ -499,7 +499,8 @@ def test_eval_file_is_checked_too(tmp_path, qwen):
     assert code == 1
     (f,) = [f for f in doc["config_sets"][0]["findings"] if f["row"] is not None]
     assert f["row"] == 2 and f["message"].startswith("eval split: file not found")
-    assert doc["config_sets"][0]["data"]["rows"]["checked"] == 24  # 20 train + 4 eval
+    rows_summary = doc["config_sets"][0]["data"]["rows"]
+    assert (rows_summary["checked"], rows_summary["eval_checked"]) == (20, 4)
 
 
 def test_missing_local_dataset_is_an_error_at_dataset_path(tmp_path, qwen):

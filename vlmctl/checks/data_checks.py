@@ -831,13 +831,17 @@ class _Collector:
         self.media = array("i")
         self.outcomes: Counter = Counter()
         self.supervised_total = 0
-        self.rows_checked = 0
+        self.rows_checked = 0  # train rows
+        self.eval_rows_checked = 0
         self.rows_with_errors = 0
         self.rows_with_warnings = 0
         self.fatal: list[Finding] | None = None
 
     def add(self, r: RowResult, stats: bool = True) -> None:
-        self.rows_checked += 1
+        if stats:
+            self.rows_checked += 1
+        else:
+            self.eval_rows_checked += 1
         severities = {f.severity for f in r.findings}
         self.rows_with_errors += "error" in severities
         self.rows_with_warnings += "warning" in severities and "error" not in severities
@@ -1035,6 +1039,7 @@ def _summarise(
     summary["rows"] = {
         "total": total,
         "checked": col.rows_checked,
+        "eval_checked": col.eval_rows_checked,
         "sampled": bool(sample and sample < total),
         "with_errors": col.rows_with_errors,
         "with_warnings_only": col.rows_with_warnings,

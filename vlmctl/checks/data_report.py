@@ -86,6 +86,8 @@ def render_summary_text(directory: str, summary: dict, file: TextIO | None = Non
     rows = summary.get("rows")
     if rows:
         sampled = " (seeded sample)" if rows["sampled"] else ""
+        if rows.get("eval_checked"):
+            sampled += f" + {_fmt(rows['eval_checked'])} eval rows"
         grid.add_row(
             "rows",
             f"{_fmt(rows['checked'])} checked of {_fmt(rows['total'])}{sampled}"
