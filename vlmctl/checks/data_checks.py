@@ -720,14 +720,15 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-def _worker_init() -> None:
-    # Each worker handles one row at a time: torch's own threads would only fight each other.
-    try:
-        import torch
+def _worker_init(state: _State | None = None) -> None:
+    """Forked workers inherit `_STATE`; spawned ones (not Linux) get it pickled here."""
+    global _STATE
+    if state is not None:
+        _STATE = state
+    # Row tensors are tiny: torch's own threads would only fight the other workers.
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch.set_num_threads(1)
 
 
 def _chunks(rows: Iterator[tuple[int, dict]], size: int) -> Iterator[list[tuple[int, dict]]]:
@@ -754,8 +755,9 @@ def run_rows(state: _State, rows: Iterator[tuple[int, dict]], num_proc: int) -> 
 
     _STATE = state
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ctx.Pool(num_proc, initializer=_worker_init)
+    fork = sys.platform.startswith("linux")
+    ctx = mp.get_context("fork" if fork else "spawn")
+    pool = ctx.Pool(num_proc, initializer=_worker_init, initargs=(None if fork else state,))
     try:
         pending: deque = deque()
         for chunk in _chunks(rows, CHUNK):
