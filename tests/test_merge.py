@@ -197,11 +197,16 @@ def test_every_family_merges_reloads_and_matches_the_adapter(family, tiny_model_
 # --------------------------------------------------------------------------- LoRA variants
 
 
-@pytest.mark.parametrize("variant", ["dora", "rslora"])
+@pytest.mark.parametrize("variant", ["dora", "rslora", "patterns"])
 def test_dora_and_rslora_merge_in_memory_and_streamed_alike(variant, qwen, tmp_path):
     from vlmctl.merging import MergeOptions, run_merge
 
-    kwargs = {"use_dora": True} if variant == "dora" else {"use_rslora": True}
+    kwargs = {
+        "dora": {"use_dora": True},
+        "rslora": {"use_rslora": True},
+        # per-layer rank and alpha, matched the way PEFT matches them
+        "patterns": {"rank_pattern": {"q_proj": 2}, "alpha_pattern": {"down_proj": 3}},
+    }[variant]
     run = make_run(qwen, tmp_path / "run", "qwen2_vl", **kwargs)
     in_mem = run_merge(MergeOptions(source=run, output=tmp_path / "a", dtype="fp32"))
     streamed = run_merge(
@@ -210,7 +215,8 @@ def test_dora_and_rslora_merge_in_memory_and_streamed_alike(variant, qwen, tmp_p
     for result in (in_mem, streamed):
         am = result.report["verify"]["adapter_vs_merged"]
         assert am["max_abs_dlogit"] <= 1e-4 and am["top1_agreement"] == 1.0
-        assert result.report["adapter"]["use_" + variant] is True
+        if variant != "patterns":
+            assert result.report["adapter"]["use_" + variant] is True
     assert_same_weights(tmp_path / "a", tmp_path / "b")
 
 

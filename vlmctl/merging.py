@@ -297,6 +297,12 @@ def plan_merge(opts: MergeOptions) -> MergePlan:
             )
         )
 
+    if manifest is not None and manifest.get("finished") is False:
+        notes.append(
+            f"the run did not finish (global_step {manifest.get('global_step')}): merging the "
+            f"adapter saved in {source.name}"
+        )
+
     quant = model_cfg.get("quantization") or {}
     trained_quantized = "4bit" if quant.get("load_in_4bit") else None
     trained_quantized = trained_quantized or ("8bit" if quant.get("load_in_8bit") else None)
@@ -608,10 +614,10 @@ def parse_adapter(adapter_dir: Path, adapter_config: dict) -> tuple[list[LoraLay
             )
         groups.setdefault(key[: -len(suffix)], {})[suffix] = tensor
 
-    from peft.utils.other import get_pattern_key
-
     rank_pattern = adapter_config.get("rank_pattern") or {}
     alpha_pattern = adapter_config.get("alpha_pattern") or {}
+    if rank_pattern or alpha_pattern:
+        from peft.utils.other import get_pattern_key  # PEFT's own matching (peft costs ~190 MB)
     layers = []
     for module, parts in sorted(groups.items()):
         if ".lora_A.weight" not in parts or ".lora_B.weight" not in parts:
