@@ -436,6 +436,20 @@ class VLMCollator:
         """Render several chats in one call (the template is compiled once and cached)."""
         if not convs:
             return []
+        compiled = self._compiled_template()
+        if compiled is not None and all(_is_plain(c) for c in convs):
+            # Plain str/dict/list chats (what row_to_example builds) need none of HF's
+            # per-call sanitising copies; the template runs in jinja's immutable sandbox.
+            return [
+                compiled.render(
+                    messages=c,
+                    tools=None,
+                    documents=None,
+                    add_generation_prompt=add_generation_prompt,
+                    **self._special_tokens_map,
+                )
+                for c in convs
+            ]
         from transformers.utils.chat_template_utils import render_jinja_template
 
         prompts, _ = render_jinja_template(
@@ -445,6 +459,16 @@ class VLMCollator:
             **self._special_tokens_map,
         )
         return list(prompts)
+
+    def _compiled_template(self):
+        if not hasattr(self, "_compiled"):
+            try:  # private helper (cached compile); the public path below is the fallback
+                from transformers.utils.chat_template_utils import _compile_jinja_template
+
+                self._compiled = _compile_jinja_template(self.chat_template)
+            except Exception:  # noqa: BLE001 - any failure: use render_jinja_template
+                self._compiled = None
+        return self._compiled
 
     def _assistant_char_spans_many(
         self, chats: list[list[dict]]
@@ -882,6 +906,16 @@ def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
         buf[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
         padded.append(buf)
     return torch.cat(padded, dim=0)
+
+
+def _is_plain(value: Any) -> bool:
+    """Only exact str/int/float/bool/None, lists and str-keyed dicts of them."""
+    t = type(value)
+    if t is dict:
+        return all(type(k) is str and _is_plain(v) for k, v in value.items())
+    if t is list:
+        return all(_is_plain(v) for v in value)
+    return value is None or t in (str, int, float, bool)
 
 
 def _token_array(value: Any, n: int, width: int) -> np.ndarray | None:
