@@ -1,11 +1,13 @@
 """`VLMCollator`: THE collator of `preview`, `validate` and `train` (raw rows -> model batch).
 
-Pipeline per row: `row_to_example` (messages + media references) -> decode media with
-`vlmctl.media` (image_processing / video_processing settings) -> render the chat with the
-processor's template -> ONE processor call (it expands the media placeholders) -> token kinds
--> labels (label_masking) -> media-aware truncation. Batches are padded and stacked by
-`collate_encoded`. Only the processor is needed, never the model, so `validate` can measure
-lengths and spans with `encode_row` / `encode_example`.
+Pipeline: `row_to_example` (messages + media references) -> decode media with `vlmctl.media`
+(image_processing / video_processing settings) -> render each chat with the processor's
+template -> ONE processor call for the whole batch (it expands the media placeholders; its
+media tensors are kept batched) -> token kinds -> labels (label_masking) -> media-aware
+truncation -> `collate_encoded` pads (right side) and stacks. When rows were dropped, the
+survivors are processed again as one call so their media tensors match. Only the processor is
+needed, never the model, so `validate` can measure lengths and spans with `encode_examples` /
+`encode_example(..., truncate=False)`.
 
 How labels are found (never by searching decoded text):
 - the assistant turns' CHARACTER spans come from the chat template itself: `{% generation %}`
