@@ -40,7 +40,7 @@ def test_demo_config_set_validates(tmp_path):
     write_config_set(tmp_path / "config", "some/model", DemoOptions(out=tmp_path, steps=7))
     cs = load_config_set(tmp_path / "config")
     assert cs.train.extra_keys()["max_steps"] == 7
-    assert cs.peft.r == 16 and cs.peft.exclude_vision_modules is False
+    assert cs.peft.r == 16 and cs.peft.exclude_vision_modules is True
     assert cs.collator.label_masking.mask_input_tokens is True
     assert cs.train.report_to_list() == []
     assert cs.model.model_name_or_path == "some/model"

@@ -7,9 +7,10 @@ set from the same templates `vlmctl init` uses, then runs the real verbs: valida
 held-out images and scores the answers. `demo-report.json` records accuracy against chance.
 
 Why colours: they are the one visual fact a random-weight 2-layer model can learn in ~100
-steps, and the answer is a single word, so scoring needs no judge. The LoRA covers the vision
-tower too (`exclude_vision_modules: false`): a random vision tower under a frozen projector
-carries colour only weakly, and adapting it is what makes the demo learn in seconds.
+steps, and the answer is a single word, so scoring needs no judge. The demo keeps vlmctl's
+default `exclude_vision_modules: true` (LoRA on the language model only): the random vision
+tower and projector already carry mean colour, and the adapted language model learns to name
+it (measured: 39/40 held-out right; with the vision tower adapted too, 40/40).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class DemoOptions:
     train_images: int = 256
     eval_images: int = 40
     seed: int = 0
-    exclude_vision_modules: bool = False
+    exclude_vision_modules: bool = True
     lr: float = 2e-3
     batch_size: int = 8
     extra_overrides: tuple[str, ...] = ()
