@@ -454,3 +454,32 @@ def test_sft_kwargs_for_a_vlm_run(tmp_path):
     from trl import SFTConfig
 
     SFTConfig(**kw)  # accepted by the installed TRL
+
+
+def test_graceful_stop_saves_at_the_next_step_then_exits_130_or_143():
+    from types import SimpleNamespace
+
+    from vlmctl.training.callbacks import GracefulStop
+
+    stop = GracefulStop()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop.install()
+        # Before training starts there is nothing to save: leave at once.
+        with pytest.raises(SystemExit) as exc:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        assert exc.value.code == 130
+        stop.on_train_begin(None, None, None)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C mid-run: only a flag
+        time.sleep(0.1)
+        control = SimpleNamespace(should_save=False, should_training_stop=False)
+        stop.on_step_end(None, SimpleNamespace(global_step=7), control)
+        assert control.should_save and control.should_training_stop
+        assert stop.stopped_at == 7 and stop.exit_code == 130
+        with pytest.raises(SystemExit):  # a second signal does not wait
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
