@@ -59,11 +59,13 @@ from __future__ import annotations
 
 import bisect
 import inspect
+import operator
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,10 @@ class TokenKind(IntEnum):
     PROMPT = 1
     MEDIA = 2
     TRAINED = 3
+
+
+# Plain ints for numpy (an IntEnum member is a slow attribute lookup and a slow scalar).
+_PROMPT, _MEDIA, _TRAINED = int(TokenKind.PROMPT), int(TokenKind.MEDIA), int(TokenKind.TRAINED)
 
 
 # Media marker tokens that are not the image/video placeholder itself.
@@ -194,6 +200,19 @@ class _MediaGroup:
 
     media: dict[str, torch.Tensor]
     size: int
+    # The call's padded token tensors and the per-row views handed out (see `_collate_group`).
+    tokens: _GroupTokens | None = None
+
+
+@dataclass
+class _GroupTokens:
+    """Batch-level token tensors of one processor call (rows right-padded to `width`)."""
+
+    input_ids: torch.Tensor  # (n, width)
+    labels: torch.Tensor  # (n, width)
+    extras: dict[str, torch.Tensor]  # token extras (attention_mask last when present), (n, width)
+    lengths: list[int]
+    views: list[tuple]  # per row: (input_ids, labels, token_extras values), as handed out
 
 
 class VLMCollator:
@@ -357,8 +376,11 @@ class VLMCollator:
         else:
             target = longest
         n = len(encoded)
-        input_ids = torch.full((n, target), self.pad_token_id, dtype=torch.long)
         pad_label = lm.ignore_index if lm.mask_pad_token else self.pad_token_id
+        fast = self._collate_group(encoded, target, pad_label)
+        if fast is not None:
+            return fast
+        input_ids = torch.full((n, target), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, target), pad_label, dtype=torch.long)
         batch: dict[str, torch.Tensor] = {}
         token_keys: dict[str, torch.Tensor] = {}
@@ -382,6 +404,49 @@ class VLMCollator:
         batch.update(token_keys)
         batch.update(self._collate_media(encoded))
         batch["labels"] = labels
+        return batch
+
+    def _collate_group(
+        self, encoded: list[EncodedExample], target: int, pad_label: int
+    ) -> dict[str, torch.Tensor] | None:
+        """`collate_encoded` of exactly the untouched rows of one processor call, in order.
+
+        The call's padded tensors are reused (one masked fill per key instead of a copy per
+        row and key); the result equals the general path's. None when it does not apply (rows
+        dropped, reordered or truncated, or any per-row tensor replaced).
+        """
+        group = encoded[0]._group
+        tok = group.tokens if group is not None else None
+        if tok is None or len(encoded) != group.size or target < tok.input_ids.shape[1]:
+            return None
+        keys = tuple(tok.extras)
+        for i, e in enumerate(encoded):
+            ids, labels, extras = tok.views[i]
+            if (
+                e._group is not group
+                or e._pos != i
+                or e.input_ids is not ids
+                or e.labels is not labels
+                or tuple(e.token_extras) != keys
+                or any(a is not b for a, b in zip(e.token_extras.values(), extras, strict=True))
+            ):
+                return None
+        n, width = tok.input_ids.shape
+        lengths = torch.tensor(tok.lengths)
+        pad = torch.arange(target)[None, :] >= lengths[:, None]
+
+        def padded(t: torch.Tensor, fill: int) -> torch.Tensor:
+            if target > width:
+                t = torch.cat([t, t.new_zeros((n, target - width))], dim=1)
+            return t.masked_fill(pad, fill)
+
+        batch = {"input_ids": padded(tok.input_ids, self.pad_token_id)}
+        for key, t in tok.extras.items():
+            batch[key] = padded(t, 0)
+        if "attention_mask" not in batch:
+            batch["attention_mask"] = (~pad).long()
+        batch.update(self._collate_media(encoded))
+        batch["labels"] = padded(tok.labels, pad_label)
         return batch
 
     def kinds_batch(self, encoded: Sequence[EncodedExample]) -> torch.Tensor:
@@ -434,12 +499,19 @@ class VLMCollator:
 
     # ------------------------------------------------------------------ chat path
 
-    def _render_many(self, convs: list[list[dict]], add_generation_prompt: bool) -> list[str]:
-        """Render several chats in one call (the template is compiled once and cached)."""
+    def _render_many(
+        self, convs: list[list[dict]], add_generation_prompt: bool, plain: bool | None = None
+    ) -> list[str]:
+        """Render several chats in one call (the template is compiled once and cached).
+
+        `plain`: whether every chat is `_is_plain` when the caller already knows it.
+        """
         if not convs:
             return []
         compiled = self._compiled_template()
-        if compiled is not None and all(_is_plain(c) for c in convs):
+        if plain is None:
+            plain = all(_is_plain(c) for c in convs)
+        if compiled is not None and plain:
             # Plain str/dict/list chats (what row_to_example builds) need none of HF's
             # per-call sanitising copies; the template runs in jinja's immutable sandbox.
             return [
@@ -506,10 +578,22 @@ class VLMCollator:
                     wanted[False][(i, k + 1)] = messages[: k + 1]
                     if k:
                         wanted[True][(i, k)] = messages[:k]
+        # Each message is checked once: a request (chat i through message n) is plain when
+        # chat i is a list and its first n messages are plain (what `_is_plain` of it says).
+        msg_plain = [
+            list(accumulate((_is_plain(m) for m in msgs), operator.and_))
+            if type(msgs) is list
+            else None
+            for msgs in chats
+        ]
         rendered: dict[bool, dict[tuple[int, int], str]] = {}
         for flag, reqs in wanted.items():
+            plain = all(
+                msg_plain[i] is not None and (upto == 0 or msg_plain[i][upto - 1])
+                for i, upto in reqs
+            )
             rendered[flag] = dict(
-                zip(reqs, self._render_many(list(reqs.values()), flag), strict=True)
+                zip(reqs, self._render_many(list(reqs.values()), flag, plain), strict=True)
             )
         out = []
         for i, (messages, flag) in enumerate(zip(chats, gen, strict=True)):
@@ -622,7 +706,7 @@ class VLMCollator:
                 if all(m is not None for m in metas):
                     kwargs["video_metadata"] = [m for group in metas for m in group]
         out = dict(self._process(kwargs, prepared))
-        ids_np = np.asarray(out.pop("input_ids"), dtype=np.int64)
+        ids_np = _int_array(out.pop("input_ids"))
         if ids_np.ndim == 1:  # some processors return a flat list for one text
             ids_np = ids_np[None, :]
         out.pop("labels", None)
@@ -631,7 +715,7 @@ class VLMCollator:
         repl_b = out.pop("text_replacement_offsets", None)
         n, width = ids_np.shape
         if mask is not None:
-            mask = torch.from_numpy(np.asarray(mask, dtype=np.int64).reshape(n, width))
+            mask = torch.from_numpy(_int_array(mask).reshape(n, width))
         lengths = mask.sum(1).tolist() if mask is not None and n > 1 else [width] * n
         token_arrays: dict[str, torch.Tensor] = {}
         media_raw: dict[str, Any] = {}
@@ -643,61 +727,83 @@ class VLMCollator:
                 media_raw[key] = value
         media = _media_tensors(media_raw)
         group = _MediaGroup(media, n)
-        ids_b = torch.from_numpy(ids_np)
         # Kinds and labels for the whole padded batch at once (numpy: no per-token Python).
         is_media = np.isin(ids_np, self._media_ids_np)
         if self.prefix_suffix:
             tt = token_arrays.get("token_type_ids")
             trained = tt.numpy() == 1 if tt is not None else np.zeros_like(is_media)
         else:
-            off = np.asarray(offsets_b, dtype=np.int64).reshape(n, width, 2)
+            off = _int_array(offsets_b).reshape(n, width, 2)
             ts, te = off[..., 0], off[..., 1]
             real = te > ts  # zero-width tokens (added bos, specials outside the text) match nothing
-            trained = np.zeros_like(is_media)
+            # Every media expansion and answer span of the batch as (row, start, end) arrays,
+            # so each token is tested against all of them in a few numpy calls.
+            media_rows: list[tuple[int, int, int]] = []
+            span_rows: list[tuple[int, int, int]] = []
             for i, p in enumerate(prepared):
                 repl = repl_b[i] if isinstance(repl_b, list) and len(repl_b) > i else []
                 media_ranges, spans = _expanded_spans(repl, p.spans)
-                for ms, me in media_ranges:
-                    is_media[i] |= real[i] & (ts[i] >= ms) & (te[i] <= me)
-                for s, e in spans:
-                    trained[i] |= real[i] & (ts[i] < e) & (te[i] > s)
-        kinds_np = np.full(ids_np.shape, int(TokenKind.PROMPT), dtype=np.uint8)
-        kinds_np[trained & ~is_media] = TokenKind.TRAINED
-        kinds_np[is_media] = TokenKind.MEDIA
+                media_rows += [(i, ms, me) for ms, me in media_ranges]
+                span_rows += [(i, s, e) for s, e in spans]
+            if media_rows:
+                r, lo, hi = np.array(media_rows, dtype=np.int64).T
+                hit = real[r] & (ts[r] >= lo[:, None]) & (te[r] <= hi[:, None])
+                np.logical_or.at(is_media, r, hit)
+            trained = np.zeros_like(is_media)
+            if span_rows:
+                r, lo, hi = np.array(span_rows, dtype=np.int64).T
+                hit = real[r] & (ts[r] < hi[:, None]) & (te[r] > lo[:, None])
+                np.logical_or.at(trained, r, hit)
+        kinds_np = np.full(ids_np.shape, _PROMPT, dtype=np.uint8)
+        kinds_np[trained & ~is_media] = _TRAINED
+        kinds_np[is_media] = _MEDIA
         labels_np = self._labels_np(ids_np, kinds_np)
-        supervised = (labels_np != self.cfg.label_masking.ignore_index).cumsum(1)
+        valid = np.arange(width)[None, :] < np.asarray(lengths, dtype=np.int64)[:, None]
+        num_supervised = ((labels_np != self.cfg.label_masking.ignore_index) & valid).sum(1)
+        media_spans = _row_runs(is_media & valid)
+        # Per-row tensors are views of the batch tensors (rows [:L] are contiguous).
+        ids_t, labels_t = torch.from_numpy(ids_np), torch.from_numpy(labels_np)
+        ids_rows, labels_rows = ids_t.unbind(0), labels_t.unbind(0)
+        kinds_rows = torch.from_numpy(kinds_np).unbind(0)
+        extra_rows = {k: v.unbind(0) for k, v in token_arrays.items()}
+        if mask is not None:
+            extra_rows["attention_mask"] = mask.unbind(0)
         encoded = []
+        views = []
         for i, p in enumerate(prepared):
             L = int(lengths[i])
-            kinds = torch.from_numpy(kinds_np[i, :L].copy())
-            token_extras = {k: v[i, :L] for k, v in token_arrays.items()}
-            if mask is not None:
-                token_extras["attention_mask"] = mask[i, :L]
+            full = L == width
             text = p.text
             if self.prefix_suffix and p.suffix is not None:
                 text += "\n" + p.suffix
+            token_extras = {k: v[i] if full else v[i][:L] for k, v in extra_rows.items()}
             enc = EncodedExample(
-                input_ids=ids_b[i, :L],
-                labels=torch.from_numpy(labels_np[i, :L].copy()),
-                kinds=kinds,
+                input_ids=ids_rows[i] if full else ids_rows[i][:L],
+                labels=labels_rows[i] if full else labels_rows[i][:L],
+                kinds=kinds_rows[i] if full else kinds_rows[i][:L],
                 token_extras=token_extras,
                 media_extras=media if n == 1 else {},
                 row=p.example.row,
-                media_spans=_runs_np(kinds_np[i, :L] == TokenKind.MEDIA),
+                media_spans=media_spans[i],
                 text=text,
             )
-            enc.num_supervised = int(supervised[i, L - 1]) if L else 0
+            enc.num_supervised = int(num_supervised[i])
             enc._prepared, enc._group, enc._pos = p, group, i
             encoded.append(enc)
+            views.append((enc.input_ids, enc.labels, tuple(token_extras.values())))
+        extras_b = dict(token_arrays)
+        if mask is not None:
+            extras_b["attention_mask"] = mask
+        group.tokens = _GroupTokens(ids_t, labels_t, extras_b, [int(x) for x in lengths], views)
         return encoded
 
     def _labels_np(self, ids: np.ndarray, kinds: np.ndarray) -> np.ndarray:
         lm = self.cfg.label_masking
         labels = ids.astype(np.int64, copy=True)
         if lm.mask_input_tokens:
-            labels[kinds == TokenKind.PROMPT] = lm.ignore_index
+            labels[kinds == _PROMPT] = lm.ignore_index
         if lm.mask_image_token:
-            labels[kinds == TokenKind.MEDIA] = lm.ignore_index
+            labels[kinds == _MEDIA] = lm.ignore_index
         return labels
 
     # ------------------------------------------------------------------ shared
@@ -886,11 +992,42 @@ def _expanded_spans(repl: list, spans: list) -> tuple[list, list]:
     return media_ranges, shifted
 
 
-def _runs_np(flags: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True."""
-    padded = np.concatenate(([False], flags.astype(bool), [False]))
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+def _row_runs(flags: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Per row of a 2-D bool array, [start, end) of each run of True."""
+    n = flags.shape[0]
+    padded = np.zeros((n, flags.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = flags
+    rows, cols = np.nonzero(padded[:, 1:] != padded[:, :-1])  # row-major: pairs per row
+    out: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for r, a, b in zip(rows[::2].tolist(), cols[::2].tolist(), cols[1::2].tolist(), strict=True):
+        out[r].append((a, b))
+    return out
+
+
+def _int_array(value: Any) -> np.ndarray:
+    """The tokenizer's nested int lists (ids, mask, offsets) as an int64 array.
+
+    Rectangular lists go through `np.fromiter` (several times faster than `np.asarray` on
+    lists of tuples); anything else (ragged, tensors, arrays) through `np.asarray`.
+    """
+    if type(value) is list and value and type(value[0]) is list:
+        width = len(value[0])
+        if all(type(v) is list and len(v) == width for v in value):
+            first = value[0][0] if width else None
+            flat = chain.from_iterable(value)
+            shape: tuple[int, ...] = (len(value), width)
+            if type(first) in (list, tuple):  # offsets: (start, end) pairs
+                if set(map(len, chain.from_iterable(value))) != {len(first)}:
+                    return np.asarray(value, dtype=np.int64)
+                flat = chain.from_iterable(chain.from_iterable(value))
+                shape = (len(value), width, len(first))
+            elif first is not None and type(first) is not int:
+                return np.asarray(value, dtype=np.int64)
+            try:
+                return np.fromiter(flat, dtype=np.int64, count=int(np.prod(shape))).reshape(shape)
+            except (TypeError, ValueError):
+                return np.asarray(value, dtype=np.int64)
+    return np.asarray(value, dtype=np.int64)
 
 
 def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
