@@ -159,7 +159,16 @@ def _vlmctl(*args: str, env: dict | None = None, log: Callable[[str], None]) -> 
     """Run a verb as a user would (a subprocess of this Python), output streamed."""
     cmd = [sys.executable, "-m", "vlmctl", *args]
     log(f"$ vlmctl {' '.join(args)}")
-    return subprocess.call(cmd, env=env)
+    # The verbs' output goes to stderr: the demo's stdout is its JSON report alone.
+    return subprocess.call(cmd, env=env, stdout=sys.stderr)
+
+
+def _launch_to_stderr(argv: list[str], env: dict) -> int:
+    """`vlmctl train`'s own launcher, with the workers' stdout sent to stderr."""
+    from vlmctl.training.launch import subprocess_launcher
+
+    status = Path(argv[argv.index("--status-dir") + 1])
+    return subprocess_launcher(argv, env, status, stdout=sys.stderr)
 
 
 def ask(
@@ -276,7 +285,10 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
 
     log(f"$ vlmctl train {config_dir}")
     t_train = time.monotonic()
-    code = run_train(TrainRequest(config_dir=config_dir, overrides=list(opts.extra_overrides)))
+    code = run_train(
+        TrainRequest(config_dir=config_dir, overrides=list(opts.extra_overrides)),
+        launcher=_launch_to_stderr,
+    )
     train_seconds = time.monotonic() - t_train
     steps["train"] = "ok" if code == 0 else f"exit {code}"
     if code != 0:

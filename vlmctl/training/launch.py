@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS: tuple[str, ...] = (
@@ -120,7 +121,7 @@ def detect_gpu_count() -> int:
 
 
 def subprocess_launcher(
-    argv: list[str], env: Mapping[str, str], status_dir: Path | None = None
+    argv: list[str], env: Mapping[str, str], status_dir: Path | None = None, stdout: Any = None
 ) -> int:
     """Run the launch argv; forward SIGINT/SIGTERM to the workers so they checkpoint.
 
@@ -130,7 +131,7 @@ def subprocess_launcher(
     started, the whole launch group gets the signal (there is nothing to save yet). A second
     signal is forwarded again (the worker then stops without saving).
     """
-    proc = subprocess.Popen(argv, env=dict(env), start_new_session=True)
+    proc = subprocess.Popen(argv, env=dict(env), start_new_session=True, stdout=stdout)
 
     def forward(signum, _frame):
         pids = _worker_pids(status_dir)
