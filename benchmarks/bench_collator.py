@@ -1,10 +1,16 @@
 """Collator throughput: vlmctl's VLMCollator beside TRL's DataCollatorForVisionLanguageModeling.
 
-Same processor (a tiny Qwen2-VL twin built offline), same generated images and texts, same
-batch size. vlmctl's side starts from RAW rows (row_to_example + image decode/convert +
-template spans + masking); TRL's from ready `messages` + PIL images (padding-only labels).
+Same processor object (a tiny Qwen2-VL twin built offline), same generated images and texts,
+same batches, one process (so torch's thread count is the same for every side: --threads).
+Both sides get the SAME pre-decoded PIL images (nothing is read from disk); vlmctl's
+`load_image` still orients/converts them, TRL passes them on as they are.
 
-    python benchmarks/bench_collator.py [--family qwen2_vl] [--rows 256] [--batch 8] [--repeat 3]
+Two vlmctl lines, each against TRL (ready `messages` + PIL images, padding-only labels):
+- vlmctl from RAW rows (`__call__`: row_to_example + load_image + template spans + masking);
+- vlmctl from the same messages + images TRL gets (`encode_examples` + `collate_encoded`:
+  the collator's own work on TRL's input, masking included).
+
+    python benchmarks/bench_collator.py [--family qwen2_vl] [--rows 256] [--batch 8] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (all sides)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -42,7 +49,7 @@ def main() -> None:
     from vlmctl.data.messages import row_to_example
     from vlmctl.testing.tiny import build_tiny_model
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="bench-collator-")
     proc = AutoProcessor.from_pretrained(str(build_tiny_model(args.family, tmp)))
     rng = np.random.default_rng(0)
@@ -57,9 +64,10 @@ def main() -> None:
     ]
     cfg = CollatorConfig.model_validate({"label_masking": {"mask_input_tokens": True}})
     ours = VLMCollator(proc, cfg, model_type=args.family)
-    trl_rows = []
+    trl_rows, examples = [], []
     for i, row in enumerate(rows):
         ex = row_to_example(row, cfg, i)
+        examples.append(ex)
         trl_rows.append({"messages": ex.messages, "images": ex.images})
     theirs = DataCollatorForVisionLanguageModeling(processor=proc)
 
@@ -73,47 +81,62 @@ def main() -> None:
     def time_ours(lo, hi):
         return timed(ours, rows[lo:hi])
 
+    def from_examples(exs):
+        return ours.collate_encoded([e for e in ours.encode_examples(exs) if not e.drop_reason])
+
+    def time_ours_ex(lo, hi):
+        return timed(from_examples, examples[lo:hi])
+
     def time_trl(lo, hi):
         # TRL pops/rewrites keys of the examples it gets: give it fresh ones (not timed).
         return timed(theirs, [copy.copy(r) for r in trl_rows[lo:hi]])
 
+    fns = {"ours": time_ours, "ours_ex": time_ours_ex, "trl": time_trl}
     for lo, hi in batches[:2]:  # warm-up (template compile, caches)
-        time_ours(lo, hi), time_trl(lo, hi)
-    # Interleaved per batch, alternating who goes first, best time per batch over the
-    # repeats: a loaded machine slows both sides alike and the minimum filters the spikes.
-    # CPU time (this process only) is reported too: on a shared, loaded machine it is the
-    # steadier of the two (torch runs single-threaded here, so CPU time ~ wall time when idle).
+        for fn in fns.values():
+            fn(lo, hi)
+    # Interleaved per batch, rotating who goes first, best time per batch over the repeats:
+    # a loaded machine slows every side alike and the minimum filters the spikes. CPU time
+    # (this process only) is reported too: on a shared, loaded machine it is the steadier of
+    # the two (torch runs single-threaded by default, so CPU time ~ wall time when idle).
+    # Every repeat runs the same rows: nothing in either collator caches across calls.
     inf = (float("inf"), float("inf"))
-    best = {"ours": [inf] * len(batches), "trl": [inf] * len(batches)}
-    fns = {"ours": time_ours, "trl": time_trl}
+    best = {side: [inf] * len(batches) for side in fns}
+    order = list(fns)
+    load0 = os.getloadavg()[0]
     for r in range(args.repeat):
         for j, (lo, hi) in enumerate(batches):
-            for side in ("trl", "ours") if (r + j) % 2 else ("ours", "trl"):
+            k = (r + j) % len(order)
+            for side in order[k:] + order[:k]:
                 w, c = fns[side](lo, hi)
                 bw, bc = best[side][j]
                 best[side][j] = (min(bw, w), min(bc, c))
+    load1 = os.getloadavg()[0]
 
     def rate(side, k):
         return len(rows) / sum(b[k] for b in best[side])
 
-    o, t = rate("ours", 0), rate("trl", 0)
-    oc, tc = rate("ours", 1), rate("trl", 1)
+    t, tc = rate("trl", 0), rate("trl", 1)
     print(
-        f"device: CPU ({platform.processor() or platform.machine()}), "
-        f"torch threads {torch.get_num_threads()}"
+        f"device: CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
+        f"torch threads {torch.get_num_threads()}, load average {load0:.1f} -> {load1:.1f}"
     )
     print(
         f"family {args.family}, {args.rows} rows, batch {args.batch}, "
-        f"{s}x{s} images, best per batch of {args.repeat} interleaved repeats"
+        f"{s}x{s} pre-decoded PIL images (both sides), best per batch of {args.repeat} "
+        "interleaved repeats"
     )
     print()
     print("| collator | samples/s (wall) | ratio | samples/s (CPU time) | ratio |")
     print("|---|---:|---:|---:|---:|")
     print(f"| TRL DataCollatorForVisionLanguageModeling | {t:.0f} | 1.00x | {tc:.0f} | 1.00x |")
-    print(
-        f"| vlmctl VLMCollator (raw rows, masked) | {o:.0f} | {o / t:.2f}x "
-        f"| {oc:.0f} | {oc / tc:.2f}x |"
-    )
+    labels = {
+        "ours": "vlmctl VLMCollator, raw rows (masked)",
+        "ours_ex": "vlmctl VLMCollator, TRL's messages + images (masked)",
+    }
+    for side, label in labels.items():
+        o, oc = rate(side, 0), rate(side, 1)
+        print(f"| {label} | {o:.0f} | {o / t:.2f}x | {oc:.0f} | {oc / tc:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -514,16 +514,23 @@ class VLMCollator:
         if compiled is not None and plain:
             # Plain str/dict/list chats (what row_to_example builds) need none of HF's
             # per-call sanitising copies; the template runs in jinja's immutable sandbox.
-            return [
-                compiled.render(
-                    messages=c,
-                    tools=None,
-                    documents=None,
-                    add_generation_prompt=add_generation_prompt,
-                    **self._special_tokens_map,
+            # What `compiled.render(messages=c, tools=None, documents=None,
+            # add_generation_prompt=..., **special_tokens)` does, with the template globals
+            # copied once instead of per call (jinja's `new_context(shared=True)` takes
+            # the dict as is; the default path rebuilds it from a ChainMap every time).
+            env = compiled.environment
+            base = self._render_vars
+            out = []
+            for c in convs:
+                ctx = compiled.new_context(
+                    {**base, "messages": c, "add_generation_prompt": add_generation_prompt},
+                    shared=True,
                 )
-                for c in convs
-            ]
+                try:
+                    out.append(env.concat(compiled.root_render_func(ctx)))
+                except Exception:  # noqa: BLE001 - what Template.render does with errors
+                    env.handle_exception()
+            return out
         from transformers.utils.chat_template_utils import render_jinja_template
 
         prompts, _ = render_jinja_template(
@@ -540,6 +547,15 @@ class VLMCollator:
                 from transformers.utils.chat_template_utils import _compile_jinja_template
 
                 self._compiled = _compile_jinja_template(self.chat_template)
+                if self._compiled.environment.is_async:
+                    raise TypeError("async environment")
+                # Template globals, then the call's variables (they win, as in `render`).
+                self._render_vars = {
+                    **dict(self._compiled.globals),
+                    "tools": None,
+                    "documents": None,
+                    **self._special_tokens_map,
+                }
             except Exception:  # noqa: BLE001 - any failure: use render_jinja_template
                 self._compiled = None
         return self._compiled
@@ -714,24 +730,24 @@ class VLMCollator:
         offsets_b = out.pop("offset_mapping", None)
         repl_b = out.pop("text_replacement_offsets", None)
         n, width = ids_np.shape
-        if mask is not None:
-            mask = torch.from_numpy(_int_array(mask).reshape(n, width))
-        lengths = mask.sum(1).tolist() if mask is not None and n > 1 else [width] * n
-        token_arrays: dict[str, torch.Tensor] = {}
+        token_arrays: dict[str, np.ndarray] = {}  # per-token outputs, attention_mask last
         media_raw: dict[str, Any] = {}
         for key, value in out.items():
             arr = _token_array(value, n, width)
             if arr is not None:
-                token_arrays[key] = torch.from_numpy(arr)
+                token_arrays[key] = arr
             else:
                 media_raw[key] = value
+        if mask is not None:
+            token_arrays["attention_mask"] = mask = _int_array(mask).reshape(n, width)
+        lengths = mask.sum(1).tolist() if mask is not None and n > 1 else [width] * n
         media = _media_tensors(media_raw)
         group = _MediaGroup(media, n)
         # Kinds and labels for the whole padded batch at once (numpy: no per-token Python).
         is_media = np.isin(ids_np, self._media_ids_np)
         if self.prefix_suffix:
             tt = token_arrays.get("token_type_ids")
-            trained = tt.numpy() == 1 if tt is not None else np.zeros_like(is_media)
+            trained = tt == 1 if tt is not None else np.zeros_like(is_media)
         else:
             off = _int_array(offsets_b).reshape(n, width, 2)
             ts, te = off[..., 0], off[..., 1]
@@ -761,26 +777,20 @@ class VLMCollator:
         valid = np.arange(width)[None, :] < np.asarray(lengths, dtype=np.int64)[:, None]
         num_supervised = ((labels_np != self.cfg.label_masking.ignore_index) & valid).sum(1)
         media_spans = _row_runs(is_media & valid)
-        # Per-row tensors are views of the batch tensors (rows [:L] are contiguous).
-        ids_t, labels_t = torch.from_numpy(ids_np), torch.from_numpy(labels_np)
-        ids_rows, labels_rows = ids_t.unbind(0), labels_t.unbind(0)
-        kinds_rows = torch.from_numpy(kinds_np).unbind(0)
-        extra_rows = {k: v.unbind(0) for k, v in token_arrays.items()}
-        if mask is not None:
-            extra_rows["attention_mask"] = mask.unbind(0)
+        # Per-row tensors share the batch arrays' memory (rows [:L] are contiguous).
+        from_np = torch.from_numpy
         encoded = []
         views = []
         for i, p in enumerate(prepared):
             L = int(lengths[i])
-            full = L == width
             text = p.text
             if self.prefix_suffix and p.suffix is not None:
                 text += "\n" + p.suffix
-            token_extras = {k: v[i] if full else v[i][:L] for k, v in extra_rows.items()}
+            token_extras = {k: from_np(v[i, :L]) for k, v in token_arrays.items()}
             enc = EncodedExample(
-                input_ids=ids_rows[i] if full else ids_rows[i][:L],
-                labels=labels_rows[i] if full else labels_rows[i][:L],
-                kinds=kinds_rows[i] if full else kinds_rows[i][:L],
+                input_ids=from_np(ids_np[i, :L]),
+                labels=from_np(labels_np[i, :L]),
+                kinds=from_np(kinds_np[i, :L]),
                 token_extras=token_extras,
                 media_extras=media if n == 1 else {},
                 row=p.example.row,
@@ -791,10 +801,13 @@ class VLMCollator:
             enc._prepared, enc._group, enc._pos = p, group, i
             encoded.append(enc)
             views.append((enc.input_ids, enc.labels, tuple(token_extras.values())))
-        extras_b = dict(token_arrays)
-        if mask is not None:
-            extras_b["attention_mask"] = mask
-        group.tokens = _GroupTokens(ids_t, labels_t, extras_b, [int(x) for x in lengths], views)
+        group.tokens = _GroupTokens(
+            from_np(ids_np),
+            from_np(labels_np),
+            {k: from_np(v) for k, v in token_arrays.items()},
+            [int(x) for x in lengths],
+            views,
+        )
         return encoded
 
     def _labels_np(self, ids: np.ndarray, kinds: np.ndarray) -> np.ndarray:
@@ -1047,14 +1060,35 @@ def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded, dim=0)
 
 
+_PLAIN_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _is_plain(value: Any) -> bool:
     """Only exact str/int/float/bool/None, lists and str-keyed dicts of them."""
-    t = type(value)
-    if t is dict:
-        return all(type(k) is str and _is_plain(v) for k, v in value.items())
-    if t is list:
-        return all(_is_plain(v) for v in value)
-    return value is None or t in (str, int, float, bool)
+    # Iterative (no generator or call per node): this runs on every chat of every batch.
+    scalars = _PLAIN_SCALARS
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    seen = 0
+    while stack:
+        v = pop()
+        t = type(v)
+        if t in scalars:
+            continue
+        seen += 1
+        if seen > 100_000:  # a cycle (or absurd nesting): let HF's path deal with it
+            return False
+        if t is dict:
+            for k, x in v.items():
+                if type(k) is not str:
+                    return False
+                if type(x) not in scalars:
+                    push(x)
+        elif t is list:
+            stack.extend(v)
+        else:
+            return False
+    return True
 
 
 def _token_array(value: Any, n: int, width: int) -> np.ndarray | None:

@@ -27,6 +27,7 @@ Semantics (the seed's, plus the decisions it leaves open):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -143,12 +144,32 @@ class _Renderer:
         return text
 
     def render(self, template: str) -> str:
-        def sub(m):
-            if m.group(1) is not None:
-                return self.value(m.group(1).strip())
-            return m.group(0)[0]  # "{{" -> "{", "}}" -> "}"
+        pieces = _text_pieces(template)
+        if len(pieces) == 1:  # the usual "{question_column}" or plain text
+            is_var, text = pieces[0]
+            return self.value(text) if is_var else text
+        return "".join(self.value(text) if is_var else text for is_var, text in pieces)
 
-        return PLACEHOLDER_RE.sub(sub, template)
+
+@functools.lru_cache(maxsize=1024)
+def _text_pieces(template: str) -> tuple[tuple[bool, str], ...]:
+    """`template` as (is_variable, text) pieces, left to right: what `PLACEHOLDER_RE.sub` visits.
+
+    Parsed once per distinct template text (every row renders the same few).
+    """
+    pieces: list[tuple[bool, str]] = []
+    pos = 0
+    for m in PLACEHOLDER_RE.finditer(template):
+        if m.start() > pos:
+            pieces.append((False, template[pos : m.start()]))
+        if m.group(1) is not None:
+            pieces.append((True, m.group(1).strip()))
+        else:
+            pieces.append((False, m.group(0)[0]))  # "{{" -> "{", "}}" -> "}"
+        pos = m.end()
+    if pos < len(template):
+        pieces.append((False, template[pos:]))
+    return tuple(pieces)
 
 
 def _media_refs(
