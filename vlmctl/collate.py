@@ -211,7 +211,7 @@ class _GroupTokens:
     input_ids: torch.Tensor  # (n, width)
     labels: torch.Tensor  # (n, width)
     extras: dict[str, torch.Tensor]  # token extras (attention_mask last when present), (n, width)
-    lengths: list[int]
+    pad: torch.Tensor  # (n, width) bool: True where a row is padding
     views: list[tuple]  # per row: (input_ids, labels, token_extras values), as handed out
 
 
@@ -432,8 +432,9 @@ class VLMCollator:
             ):
                 return None
         n, width = tok.input_ids.shape
-        lengths = torch.tensor(tok.lengths)
-        pad = torch.arange(target)[None, :] >= lengths[:, None]
+        pad = tok.pad
+        if target > width:
+            pad = torch.cat([pad, pad.new_ones((n, target - width))], dim=1)
 
         def padded(t: torch.Tensor, fill: int) -> torch.Tensor:
             if target > width:
@@ -655,7 +656,7 @@ class VLMCollator:
         for start, end in spans:
             segment = text[start:end]
             new_start = start + shift
-            if not any(segment.endswith(s) for s in self._special_strings):
+            if not segment.endswith(self._special_strings):  # a tuple: any of them
                 out.append(text[prev:end])
                 out.append(eos)
                 prev = end
@@ -805,7 +806,7 @@ class VLMCollator:
             from_np(ids_np),
             from_np(labels_np),
             {k: from_np(v) for k, v in token_arrays.items()},
-            [int(x) for x in lengths],
+            from_np(~valid),
             views,
         )
         return encoded
