@@ -53,6 +53,10 @@ stacks, grids, image_sizes, second_per_grid_ts) are concatenated over the batch 
 per-row tensors (Idefics3/SmolVLM `pixel_values`/`pixel_attention_mask`, LLaVA-OneVision
 `batch_num_images`) are stacked with zero fillers for rows without media (the models skip
 all-zero images). Trailing dimensions are zero-padded to the batch maximum.
+
+Memory: an `EncodedExample`'s ids/labels/kinds/token extras are views of its processor call's
+padded arrays (row i, first `length` entries), not copies; `collate_encoded` of exactly that
+call's untouched rows pads from those arrays directly.
 """
 
 from __future__ import annotations
