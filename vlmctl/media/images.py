@@ -319,6 +319,9 @@ def _decode_error(name: str, exc: BaseException, head: bytes, row: int | None) -
 
 def _exif_transpose(img: Image.Image) -> Image.Image:
     try:
+        # Pillow's exif_transpose copies even when there is nothing to rotate: skip it then.
+        if img.getexif().get(0x0112, 1) == 1:
+            return img
         out = ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF must not lose a training row
         return img
