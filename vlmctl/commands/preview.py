@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from vlmctl.commands._options import ConfigDirArg
 from vlmctl.errors import UsageError
 
 
@@ -19,9 +20,7 @@ class PreviewFormat(str, Enum):
 
 
 def preview(
-    directory: Annotated[
-        Path, typer.Argument(help="Config folder (the four YAML files).", show_default=False)
-    ] = Path("."),
+    directory: ConfigDirArg = Path("."),
     rows: Annotated[
         str | None,
         typer.Option(

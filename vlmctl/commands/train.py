@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
+from vlmctl.commands._options import ConfigDirArg, OverridesOpt
+
 
 def train(
-    directory: Annotated[
-        Path, typer.Argument(help="Config folder (the four YAML files).", show_default=False)
-    ] = Path("."),
+    directory: ConfigDirArg = Path("."),
     output_dir: Annotated[
         Path | None,
         typer.Option("--output-dir", "-o", help="Run folder. Default: outputs/<config folder>."),
@@ -27,15 +27,7 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Delete a previous run in the output folder.")
     ] = False,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a key: model.X=v, collator.X=v, train.X=v, peft.X=v "
-            "(a bare key means train). Repeatable.",
-            show_default=False,
-        ),
-    ] = None,
+    overrides: OverridesOpt = None,
     num_processes: Annotated[
         int | None,
         typer.Option(

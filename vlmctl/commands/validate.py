@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from vlmctl.commands._options import OverridesOpt
 from vlmctl.errors import UsageError
 
 
@@ -31,15 +32,7 @@ def validate(
         OutputFormat, typer.Option("--format", help="text | json | github (CI annotations).")
     ] = OutputFormat.text,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a key: model.X=v, collator.X=v, train.X=v, peft.X=v "
-            "(a bare key means train). Repeatable.",
-            show_default=False,
-        ),
-    ] = None,
+    overrides: OverridesOpt = None,
     config_only: Annotated[
         bool,
         typer.Option("--config-only", help="Skip the dataset pass (configs only; fast, no torch)."),
