@@ -183,13 +183,7 @@ def _read_pyav(path: Path, num_frames: int, max_duration: float | None) -> _Read
 
     notes: list[str] = []
     with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise _NoVideoStream()
-        stream = container.streams.video[0]
-        total = int(stream.frames or 0)
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        duration = _pyav_duration(container, stream)
+        _, total, fps, duration = _pyav_stream(container)
         # AVI stores no presentation times (ffmpeg invents them from decode order, wrongly with
         # B-frames); its frames are index / fps by definition.
         is_avi = "avi" in container.format.name.split(",")
@@ -215,6 +209,19 @@ def _read_pyav(path: Path, num_frames: int, max_duration: float | None) -> _Read
         ts = [times[i] - t0 for i in indices]
     frames = np.stack([got[i] for i in indices])
     return _Read(frames, ts, fps, total, indices, notes)
+
+
+def _pyav_stream(container: Any) -> tuple[Any, int, float, float]:
+    """The first video stream and what its metadata says: (stream, frames, fps, duration_s).
+
+    Zeros where the container does not say; callers fill them from each other or by counting.
+    """
+    if not container.streams.video:
+        raise _NoVideoStream()
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    return stream, int(stream.frames or 0), fps, _pyav_duration(container, stream)
 
 
 def _pyav_duration(container: Any, stream: Any) -> float:
@@ -495,13 +502,7 @@ def probe_video(
         raise media_error(f"{name}: empty file (0 bytes)", name=name, row=row, code="media-empty")
     try:
         with av.open(str(file)) as container:
-            if not container.streams.video:
-                raise _NoVideoStream()
-            stream = container.streams.video[0]
-            total = int(stream.frames or 0)
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else 0.0
-            duration = _pyav_duration(container, stream)
+            stream, total, fps, duration = _pyav_stream(container)
             first = next(iter(container.decode(stream)), None)
             if first is None:
                 raise _NoFrames()
