@@ -144,55 +144,44 @@ def resolve_model(cfg: ModelConfig, model_id: str | None = None) -> Resolution:
                     code="import-path",
                 )
             )
-        return Resolution(
-            model_id=model_id,
-            model_class=entry.model_class,
-            processor_class=processor_class,
-            import_path=entry.import_path,
-            source="entry",
-            trust_remote_code=trust,
-            processor_trust_remote_code=entry.trust_remote_code or proc_trust,
-            reason=f"{model_id}: model_classes entry -> {entry.import_path}."
-            f"{entry.model_class} + {processor_class}",
-        )
-    if is_transformers_class(entry.model_class):
-        if processor_class != AUTO_PROCESSOR and not is_transformers_class(processor_class):
-            # A native model with a remote processor is unusual; AutoProcessor finds whatever
-            # the checkpoint declares.
-            processor_class = AUTO_PROCESSOR
+    elif not is_transformers_class(entry.model_class):
+        if not trust:
+            raise ConfigError(
+                Finding(
+                    "error",
+                    f"{entry.model_class} is not a transformers class: {model_id} ships its own "
+                    "Python code (a remote-code model), and trust_remote_code is off",
+                    hint=f'set `trust_remote_code: true` in the model_classes entry "{key}" if '
+                    "you trust that code, or pick a transformers-native model",
+                    key=f"model_classes.{key}",
+                    code="remote-code-off",
+                )
+            )
         return Resolution(
             model_id=model_id,
             model_class=entry.model_class,
             processor_class=processor_class,
             import_path="transformers",
-            source="entry",
-            trust_remote_code=trust,
-            processor_trust_remote_code=entry.trust_remote_code or proc_trust,
-            reason=f"{model_id}: model_classes entry -> transformers.{entry.model_class} + "
-            f"{processor_class}",
+            source="remote_code",
+            trust_remote_code=True,
+            processor_trust_remote_code=True,
+            reason=f"{model_id}: {entry.model_class} is the checkpoint's own code -> loaded "
+            "through its auto_map with trust_remote_code",
         )
-    if not trust:
-        raise ConfigError(
-            Finding(
-                "error",
-                f"{entry.model_class} is not a transformers class: {model_id} ships its own Python "
-                "code (a remote-code model), and trust_remote_code is off",
-                hint=f'set `trust_remote_code: true` in the model_classes entry "{key}" if you '
-                "trust that code, or pick a transformers-native model",
-                key=f"model_classes.{key}",
-                code="remote-code-off",
-            )
-        )
+    elif processor_class != AUTO_PROCESSOR and not is_transformers_class(processor_class):
+        # A native model with a remote processor is unusual; AutoProcessor finds whatever
+        # the checkpoint declares.
+        processor_class = AUTO_PROCESSOR
     return Resolution(
         model_id=model_id,
         model_class=entry.model_class,
         processor_class=processor_class,
-        import_path="transformers",
-        source="remote_code",
-        trust_remote_code=True,
-        processor_trust_remote_code=True,
-        reason=f"{model_id}: {entry.model_class} is the checkpoint's own code -> loaded through "
-        "its auto_map with trust_remote_code",
+        import_path=entry.import_path,
+        source="entry",
+        trust_remote_code=trust,
+        processor_trust_remote_code=entry.trust_remote_code or proc_trust,
+        reason=f"{model_id}: model_classes entry -> {entry.import_path}."
+        f"{entry.model_class} + {processor_class}",
     )
 
 
