@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["error", "warning", "info"]
@@ -52,10 +52,6 @@ class Finding:
         if self.hint:
             text += f" (fix: {self.hint})"
         return text
-
-    def to_dict(self) -> dict:
-        """JSON-ready form (drops empty fields)."""
-        return {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
 
 
 class VlmctlError(Exception):

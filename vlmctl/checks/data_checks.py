@@ -561,11 +561,6 @@ def check_rows(state: _State, chunk: list[tuple[int, dict]]) -> list[RowResult]:
     return results
 
 
-def check_row(state: _State, index: int, row: dict) -> RowResult:
-    """Every row-level check of one row."""
-    return check_rows(state, [(index, row)])[0]
-
-
 def _check_videos(state: _State, ex: Any, add) -> bool:
     from vlmctl.media.video import probe_video
 

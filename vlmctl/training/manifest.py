@@ -156,14 +156,3 @@ def write_manifest(output_dir: Path, data: dict) -> Path:
     tmp.write_text(json.dumps(strip_secrets(data), indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def read_manifest(output_dir: Path) -> dict | None:
-    """The manifest of a run folder, or None."""
-    path = Path(output_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
