@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmctl.errors import Finding, UsageError, VlmctlError
+from vlmctl.training.manifest import MANIFEST
 
-MANIFEST_NAME = "vlmctl-run.json"
 REPORT_NAME = "merge-report.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -125,8 +125,8 @@ def _read_json(path: Path) -> dict:
 def _find_manifest(adapter_dir: Path) -> Path | None:
     # A `checkpoint-N/` folder holds an adapter; its manifest lies in the run folder above.
     for folder in (adapter_dir, adapter_dir.parent):
-        if (folder / MANIFEST_NAME).is_file():
-            return folder / MANIFEST_NAME
+        if (folder / MANIFEST).is_file():
+            return folder / MANIFEST
     return None
 
 
