@@ -161,6 +161,7 @@ class EncodedExample:
 
     @property
     def length(self) -> int:
+        """Tokens in the row as it will be trained (after any truncation)."""
         return int(self.input_ids.shape[0])
 
     num_supervised: int = 0  # labels that are not ignore_index
@@ -171,6 +172,7 @@ class EncodedExample:
 
     @property
     def num_media_tokens(self) -> int:
+        """Tokens that stand for image/video content: validate reports them apart from text."""
         return int((self.kinds == TokenKind.MEDIA).sum())
 
     def spans(self) -> list[tuple[str, int, int]]:
@@ -355,6 +357,7 @@ class VLMCollator:
         return False
 
     def drop_summary(self) -> str:
+        """Dropped rows by reason (`no_labels=1, too_long=3` or `none`): says why rows went missing."""
         parts = [
             f"{k[len('dropped_') :]}={v}"
             for k, v in sorted(self.stats.items())

@@ -106,6 +106,8 @@ class MergePlan:
 
 @dataclass
 class MergeResult:
+    """Where the merged model went and the figures written to merge-report.json."""
+
     output: Path
     report: dict
 
@@ -518,6 +520,7 @@ def load_base(plan: MergePlan):
 
 
 def load_adapter_model(plan: MergePlan, base_model):
+    """The base with the adapter attached (unmerged): the reference the merge is verified on."""
     from peft import PeftModel
 
     try:
@@ -567,6 +570,8 @@ class StreamingUnsupported(VlmctlError):
 
 @dataclass
 class LoraLayer:
+    """One adapted module's LoRA factors and scaling, all the streaming merge needs of it."""
+
     module: str  # module path in the model tree, e.g. model.language_model.layers.0.mlp.up_proj
     A: Any
     B: Any
@@ -719,6 +724,7 @@ class ShardReader:
         self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
 
     def get(self, name: str):
+        """One tensor, read into fresh memory (nothing else of the file stays resident)."""
         import torch
 
         info = self.header[name]
@@ -736,6 +742,7 @@ class ShardReader:
         return buf.view(dtype).reshape(info["shape"])
 
     def close(self) -> None:
+        """Release the file handle."""
         self._fh.close()
 
 
@@ -765,6 +772,7 @@ class ShardWriter:
         self.total = offset
 
     def write(self, name: str, tensor) -> None:
+        """Append the next tensor's bytes; the order and sizes must match the header."""
         import torch
 
         want, size = self._expected[self._next]
@@ -777,6 +785,7 @@ class ShardWriter:
         self._next += 1
 
     def close(self) -> None:
+        """Close the file, refusing a shard whose header promises tensors never written."""
         if self._next != len(self._expected):
             raise RuntimeError(f"{self.path}: {len(self._expected) - self._next} tensors unwritten")
         self._fh.close()
@@ -1110,6 +1119,8 @@ def training_probes(plan: MergePlan, processor, n: int) -> list[dict]:
 
 
 def make_probes(plan: MergePlan, processor, n: int) -> tuple[list[dict], str]:
+    """Verify inputs and where they came from: training rows when the run's data still loads
+    (they exercise the adapted paths), else generated ones."""
     if plan.manifest and plan.run_dir is not None:
         try:
             return training_probes(plan, processor, n), "training data (first rows)"
@@ -1140,13 +1151,11 @@ def probe_logits(model, probes: list[dict]) -> list:
 
 
 def compare(a: list, b: list) -> dict:
-    import torch
-
+    """Max |dlogit|, top-1 agreement, tokens and logit scale: two models on the same probes."""
     diffs = [float((x - y).abs().max()) for x, y in zip(a, b, strict=True)]
     agree = sum(int((x.argmax(-1) == y.argmax(-1)).sum()) for x, y in zip(a, b, strict=True))
     total = sum(x.shape[0] for x in a)
     scale = max(float(x.abs().max()) for x in a)
-    del torch
     return {
         "max_abs_dlogit": max(diffs),
         "top1_agreement": agree / total if total else 1.0,

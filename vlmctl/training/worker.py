@@ -45,6 +45,7 @@ def say(text: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The worker's own flags, as `vlmctl train` builds them into the accelerate argv."""
     p = argparse.ArgumentParser(prog="vlmctl.training.worker")
     p.add_argument("config_dir")
     p.add_argument("--output-dir", required=True)
@@ -63,6 +64,7 @@ class Status:
         self.info: dict[str, Any] = {}
 
     def write_rank(self, rank: int, local_rank: int, world: int) -> None:
+        """Record this process (pid, host, rank) so `vlmctl train` can signal every worker."""
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,7 @@ class Status:
         (self.folder / f"rank{rank}.json").write_text(json.dumps(info))
 
     def write_exit(self, code: int, **extra: Any) -> None:
+        """Main process only: the exit code and details, written atomically for `vlmctl train`."""
         if self.folder is None or not _MAIN:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
