@@ -169,7 +169,9 @@ def resolve_media_path(
     )
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
+def setting(settings: Any, name: str, default: Any) -> Any:
+    """One field of a config section, a plain dict, or None (then `default`): the media
+    functions take either, so they run without a loaded config set."""
     if settings is None:
         return default
     if isinstance(settings, Mapping):
@@ -428,11 +430,11 @@ def load_image(
     overrides `PIL.Image.MAX_IMAGE_PIXELS` for the decompression-bomb check.
     """
     if convert_to_rgb is None:
-        convert_to_rgb = bool(_setting(settings, "convert_to_rgb", True))
+        convert_to_rgb = bool(setting(settings, "convert_to_rgb", True))
     if resize_mode is None:
-        resize_mode = _setting(settings, "resize_mode", "keep_aspect")
+        resize_mode = setting(settings, "resize_mode", "keep_aspect")
     if max_size is None:
-        max_size = _setting(settings, "max_size", None)
+        max_size = setting(settings, "max_size", None)
     _check_resize_args(resize_mode, max_size)
     img, name = _decode(value, base_dirs, row, max_pixels)
     img = _exif_transpose(img)

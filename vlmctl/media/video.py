@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from vlmctl.errors import ConfigError, DataError, Finding
-from vlmctl.media.images import media_error, resolve_media_path, sniff_non_media
+from vlmctl.media.images import media_error, resolve_media_path, setting, sniff_non_media
 
 LIBRARIES = ("decord", "pyav", "cv2")
 SAMPLING_STRATEGIES = ("uniform",)
@@ -304,19 +304,11 @@ def _backend_available(name: str) -> bool:
 # settings
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
 def _from_settings(settings: Any, name: str, group: str, default: Any) -> Any:
     """Read a flat attribute, or the nested `frame_extraction`/`file_processing` one."""
-    value = _get(settings, name, None)
+    value = setting(settings, name, None)
     if value is None:
-        value = _get(_get(settings, group, None), name, None)
+        value = setting(setting(settings, group, None), name, None)
     return default if value is None else value
 
 
