@@ -1196,12 +1196,27 @@ def _reload_merged(plan: MergePlan, folder: Path):
     ).eval()
 
 
+def _quiet_transformers() -> None:
+    """Keep merge's output to its own lines and table: transformers' per-load progress bars and
+    its own internal deprecation warning (raised from inside `save_pretrained`) say nothing a
+    user can act on."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings(
+        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+    )
+
+
 def run_merge(opts: MergeOptions, log: Callable[[str], None] = lambda _m: None) -> MergeResult:
     """Plan, merge (in memory or streamed), verify, and move the folder into place."""
     import gc
 
     started = time.monotonic()
     plan = plan_merge(opts)
+    _quiet_transformers()
     from vlmctl import __version__
 
     cfg = plan.adapter_config
