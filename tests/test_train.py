@@ -483,3 +483,51 @@ def test_graceful_stop_saves_at_the_next_step_then_exits_130_or_143():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+# --- ready to train: a dataset and a reachable model, checked before the launch ----------------
+
+
+def test_no_dataset_is_refused_before_launch_with_its_location(tmp_path):
+    config = make_set(tmp_path, tmp_path / "data")  # any existing folder passes the model check
+    collator = config / "vlm_collator_config.yaml"
+    text = collator.read_text()
+    assert "  path: ../data/train.csv" in text
+    collator.write_text(text.replace("  path: ../data/train.csv", "  path: null", 1))
+    with pytest.raises(ConfigError) as exc:
+        run_train(TrainRequest(config_dir=config), launcher=_never)
+    (finding,) = exc.value.findings
+    assert finding.key == "dataset.path" and "nothing to train on" in finding.message
+    assert finding.file.endswith("vlm_collator_config.yaml") and finding.line is not None
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_model_is_refused_before_launch_and_overwrite_keeps_the_old_run(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    config = make_set(tmp_path, "some-org/not-cached-model")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "vlmctl-run.json").write_text("{}")  # a previous run --overwrite would replace
+    with pytest.raises(ConfigError) as exc:
+        run_train(TrainRequest(config_dir=config, overwrite=True), launcher=_never)
+    (finding,) = exc.value.findings
+    assert finding.key == "model_name_or_path" and "hub is unreachable" in finding.message
+    assert finding.file.endswith("vlm_model_config.yaml") and finding.line is not None
+    assert (run / "vlmctl-run.json").exists()  # nothing lost
+
+    # Through the CLI: one line, exit 1, no traceback, before any worker starts.
+    proc = vlmctl(["train", str(config), "--overwrite"], _env(tmp_path, HF_HOME=str(tmp_path)))
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "not-cached-model" in lines[0], proc.stderr
+    assert "launching" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_local_model_and_dataset_reach_the_launcher(tmp_path):
+    config = make_set(tmp_path, tmp_path / "data")
+    launched = []
+    code = run_train(TrainRequest(config_dir=config), launcher=lambda a, e: launched.append(a) or 0)
+    assert code == 0 and len(launched) == 1

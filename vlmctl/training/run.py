@@ -16,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vlmctl.errors import Finding, UsageError, VlmctlError
 from vlmctl.training import launch as ln
@@ -54,6 +55,7 @@ class Plan:
     preset: str
     notes: list[str]
     status_dir: Path
+    config_set: Any = None
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -145,6 +147,82 @@ def pick_preset(req: TrainRequest, gpu_count: int) -> tuple[str, int | None, lis
     return str(path.resolve()), n, notes
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _model_in_hub_cache(model_id: str, revision: str | None) -> bool:
+    """True when the hub cache holds the model's config (no network, no transformers import)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return True
+    for name in ("config.json", "preprocessor_config.json", "processor_config.json"):
+        try:
+            if isinstance(try_to_load_from_cache(model_id, name, revision=revision), str):
+                return True
+        except Exception:  # a malformed id is the loader's error to report
+            return True
+    return False
+
+
+def check_ready_to_train(cs) -> None:
+    """What `validate` may only warn about, `train` needs: a dataset and a reachable model.
+
+    Checked before the launch, so a run that cannot start costs seconds, not a worker start-up
+    (imports, wandb, a process group) that ends in a library traceback.
+    """
+    from vlmctl.errors import ConfigError, DataError
+
+    problems = []
+    if not cs.collator.dataset.path:
+        problems.append(
+            cs.finding(
+                "error",
+                "collator",
+                "dataset.path",
+                "dataset.path is not set: there is nothing to train on",
+                hint="set dataset.path to a csv/json/jsonl/parquet file, a folder or a hub id, "
+                "or pass --dataset",
+            )
+        )
+    else:
+        from vlmctl.data.dataset import resolve_source
+
+        try:
+            resolve_source(cs.collator, cs.dir)
+        except DataError as exc:
+            problems.extend(exc.findings)
+    mid = cs.model.model_name_or_path
+    if not mid:
+        problems.append(
+            cs.finding(
+                "error",
+                "model",
+                "model_name_or_path",
+                "model_name_or_path is not set: no model to train",
+                hint="set it in vlm_model_config.yaml or pass --model",
+            )
+        )
+    elif not cs.resolve_path(mid).exists() and not _model_in_hub_cache(str(mid), cs.model.revision):
+        from vlmctl.data.dataset import hub_reachable
+
+        if _hub_offline() or not hub_reachable():
+            problems.append(
+                cs.finding(
+                    "error",
+                    "model",
+                    "model_name_or_path",
+                    f"model {mid!r} is not a local folder (relative to the config folder), not "
+                    "in the Hugging Face cache, and the hub is unreachable (offline)",
+                    hint="download it once with network access (`hf download ID`), or point "
+                    "model_name_or_path at a local folder",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
 def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
     """Check the config set and the output folder; build the launch. Changes nothing on disk.
 
@@ -230,6 +308,7 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
         preset=Path(preset).stem if os.sep in preset else preset,
         notes=notes,
         status_dir=status_dir,
+        config_set=cs,
     )
 
 
@@ -242,6 +321,12 @@ def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
         shutil.rmtree(plan.status_dir, ignore_errors=True)
         print(shlex.join(plan.argv))
         return 0
+    try:
+        # Before --overwrite removes anything: a run that cannot start must lose nothing.
+        check_ready_to_train(plan.config_set)
+    except VlmctlError:
+        shutil.rmtree(plan.status_dir, ignore_errors=True)
+        raise
     if req.overwrite and is_used(plan.output_dir):
         shutil.rmtree(plan.output_dir)
         print(f"vlmctl: --overwrite: removed {plan.output_dir}", file=sys.stderr)
