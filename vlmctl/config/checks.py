@@ -444,8 +444,7 @@ def _dataset(cs: ConfigSet) -> list[Finding]:
                 "warning",
                 "collator",
                 "dataset.path",
-                "dataset.path is not set: train "
-                "and the dataset-level checks need it",
+                "dataset.path is not set: train and the dataset-level checks need it",
                 hint="set dataset.path to a csv/json/jsonl/parquet file, a folder or a hub id",
                 code="no-dataset",
             )
