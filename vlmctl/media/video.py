@@ -322,6 +322,20 @@ def _config_error(key: str, message: str, hint: str | None = None) -> ConfigErro
 # public API
 
 
+def _open_clip(path: str | os.PathLike, base_dirs, row: int | None) -> tuple[Path, str, bytes]:
+    """(resolved file, name as the user wrote it, first 512 bytes); an empty file is an error.
+
+    The head lets a failed decode say what the file really is (text, HTML, an LFS pointer).
+    """
+    file = resolve_media_path(path, base_dirs, row=row)
+    name = os.fspath(path)
+    with open(file, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise media_error(f"{name}: empty file (0 bytes)", name=name, row=row, code="media-empty")
+    return file, name, head
+
+
 def load_video_frames(
     path: str | os.PathLike[str],
     settings: Any = None,
@@ -377,12 +391,7 @@ def load_video_frames(
             f"max_duration must be > 0 seconds or null, got {max_duration!r}",
         )
 
-    file = resolve_media_path(path, base_dirs, row=row)
-    name = os.fspath(path)
-    with open(file, "rb") as f:
-        head = f.read(512)
-    if not head:
-        raise media_error(f"{name}: empty file (0 bytes)", name=name, row=row, code="media-empty")
+    file, name, head = _open_clip(path, base_dirs, row)
 
     order = {"decord": ["decord", "pyav"], "pyav": ["pyav"], "cv2": ["cv2", "pyav"]}[library]
     notes: list[str] = []
@@ -486,12 +495,7 @@ def probe_video(
     """
     import av
 
-    file = resolve_media_path(path, base_dirs, row=row)
-    name = os.fspath(path)
-    with open(file, "rb") as f:
-        head = f.read(512)
-    if not head:
-        raise media_error(f"{name}: empty file (0 bytes)", name=name, row=row, code="media-empty")
+    file, name, head = _open_clip(path, base_dirs, row)
     try:
         with av.open(str(file)) as container:
             stream, total, fps, duration = _pyav_stream(container)
