@@ -7,8 +7,9 @@ The JSON shape is stable (scripts and CI parse it):
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -117,26 +118,55 @@ def render_github(reports: Sequence[SetReport]) -> str:
     return "\n".join(lines)
 
 
-def render_text(
-    reports: Sequence[SetReport], strict: bool = False, file: TextIO | None = None
-) -> None:
-    """Findings grouped per config set, coloured by severity (plain when not a terminal)."""
-    from rich.console import Console
-    from rich.markup import escape
+def _wants_colour(out: TextIO) -> bool:
+    """Colour only for a terminal (or with FORCE_COLOR), as rich itself decides."""
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())
 
-    console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+
+def _text_lines(
+    reports: Sequence[SetReport], strict: bool, mark: Callable[[str, str], str]
+) -> list[str]:
+    """The report's lines; `mark(style, text)` adds colour (or nothing) around text."""
     style = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+    lines = []
     for r in reports:
-        mark = "[green]ok[/]" if r.ok(strict) else "[bold red]FAILED[/]"
+        ok = mark("green", "ok") if r.ok(strict) else mark("bold red", "FAILED")
         counts = ", ".join(
             f"{r.count(s)} {_NOUN[s]}{'s' if r.count(s) != 1 else ''}" for s in SEVERITIES
         )
-        console.print(f"[bold]{escape(r.dir)}[/]: {mark} ({counts})")
+        lines.append(f"{mark('bold', r.dir)}: {ok} ({counts})")
         for f in r.sorted():
-            console.print(f"  [{style[f.severity]}]{f.severity}[/]: {escape(f.one_line())}")
+            lines.append(f"  {mark(style[f.severity], f.severity)}: {mark('', f.one_line())}")
     if len(reports) > 1:
         s = _summary(reports, strict)
-        console.print(
+        lines.append(
             f"{s['config_sets']} config sets: {s['errors']} errors, "
             f"{s['warnings']} warnings, {s['infos']} notes"
         )
+    return lines
+
+
+def render_text(
+    reports: Sequence[SetReport], strict: bool = False, file: TextIO | None = None
+) -> None:
+    """Findings grouped per config set, coloured by severity (plain when not a terminal).
+
+    Plain output (CI logs, pipes) is written directly: it is exactly what rich prints there,
+    and not importing rich saves a share of `vlmctl validate`'s start-up.
+    """
+    out = file or sys.stdout
+    if not _wants_colour(out):
+        out.write("".join(line + "\n" for line in _text_lines(reports, strict, lambda _s, t: t)))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    def mark(style: str, text: str) -> str:
+        return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    for line in _text_lines(reports, strict, mark):
+        console.print(line)
