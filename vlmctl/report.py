@@ -126,6 +126,11 @@ def _wants_colour(out: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+def _count_words(counts: dict[str, int]) -> str:
+    """`1 error, 2 warnings, 0 notes`."""
+    return ", ".join(f"{n} {_NOUN[sev]}{'s' if n != 1 else ''}" for sev, n in counts.items())
+
+
 def _text_lines(
     reports: Sequence[SetReport], strict: bool, mark: Callable[[str, str], str]
 ) -> list[str]:
@@ -134,18 +139,14 @@ def _text_lines(
     lines = []
     for r in reports:
         ok = mark("green", "ok") if r.ok(strict) else mark("bold red", "FAILED")
-        counts = ", ".join(
-            f"{r.count(s)} {_NOUN[s]}{'s' if r.count(s) != 1 else ''}" for s in SEVERITIES
-        )
+        counts = _count_words({sev: r.count(sev) for sev in SEVERITIES})
         lines.append(f"{mark('bold', r.dir)}: {ok} ({counts})")
         for f in r.sorted():
             lines.append(f"  {mark(style[f.severity], f.severity)}: {mark('', f.one_line())}")
     if len(reports) > 1:
         s = _summary(reports, strict)
-        lines.append(
-            f"{s['config_sets']} config sets: {s['errors']} errors, "
-            f"{s['warnings']} warnings, {s['infos']} notes"
-        )
+        counts = _count_words({sev: s[f"{sev}s"] for sev in SEVERITIES})
+        lines.append(f"{s['config_sets']} config sets: {counts}")
     return lines
 
 
