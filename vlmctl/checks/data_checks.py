@@ -154,9 +154,9 @@ def _hf_offline_if_unreachable(local: bool) -> Iterator[None]:
     if local:
         yield
         return
-    from vlmctl.data.dataset import _env_offline, hub_reachable
+    from vlmctl.data.dataset import env_offline, hub_reachable
 
-    if _env_offline() or hub_reachable():
+    if env_offline() or hub_reachable():
         yield
         return
     import huggingface_hub.constants as hc

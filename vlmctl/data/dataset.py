@@ -176,7 +176,8 @@ def _quiet():
             datasets.utils.logging.enable_progress_bar()
 
 
-def _env_offline() -> bool:
+def env_offline() -> bool:
+    """True when any Hugging Face offline variable is set (hub, datasets or transformers)."""
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
             return True
@@ -216,7 +217,7 @@ def _forced_offline():
 def _load_hub(hub_id: str, cfg) -> Any:
     import datasets
 
-    offline = _env_offline() or not hub_reachable()
+    offline = env_offline() or not hub_reachable()
     ctx = _forced_offline() if offline else contextlib.nullcontext()
     try:
         with ctx, _quiet():

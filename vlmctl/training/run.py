@@ -147,10 +147,6 @@ def pick_preset(req: TrainRequest, gpu_count: int) -> tuple[str, int | None, lis
     return str(path.resolve()), n, notes
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _model_in_hub_cache(model_id: str, revision: str | None) -> bool:
     """True when the hub cache holds the model's config (no network, no transformers import)."""
     try:
@@ -205,9 +201,9 @@ def check_ready_to_train(cs) -> None:
             )
         )
     elif not cs.resolve_path(mid).exists() and not _model_in_hub_cache(str(mid), cs.model.revision):
-        from vlmctl.data.dataset import hub_reachable
+        from vlmctl.data.dataset import env_offline, hub_reachable
 
-        if _hub_offline() or not hub_reachable():
+        if env_offline() or not hub_reachable():
             problems.append(
                 cs.finding(
                     "error",
