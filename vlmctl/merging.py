@@ -181,9 +181,9 @@ def _locate_base(base: str, revision: str | None) -> Path:
                 hint="pass --base with the model folder or hub id the adapter was trained on",
             )
         )
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or (
-        os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes")
-    )
+    from vlmctl.data.dataset import env_offline
+
+    offline = env_offline()
     try:
         from huggingface_hub import snapshot_download
 

@@ -90,7 +90,6 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
     """Encode and collate the chosen rows (default: the first batch) -> the JSON document."""
     from vlmctl.checks.data_checks import (
         load_processor_for,
-        model_path,
         model_type_of,
         private_datasets_cache,
         quiet_transformers,
@@ -138,7 +137,7 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
             processor,
             c,
             data.media_dirs,
-            model_type=model_type_of(model_path(cs), cs.model.revision),
+            model_type=model_type_of(cs.model_location(), cs.model.revision),
         )
         # Exactly what the collator's __call__ does for a training batch.
         examples = [row_to_example(row, c, i) for i, row in zip(rows, raw, strict=True)]

@@ -71,13 +71,6 @@ class DataCheckResult:
 # model and processor
 
 
-def model_path(cs: Any) -> str:
-    """A local model folder (relative to the config folder) as an absolute path, else the id."""
-    mid = str(cs.model.model_name_or_path)
-    local = cs.resolve_path(mid)
-    return str(local.resolve()) if local.exists() else mid
-
-
 def model_type_of(path: str, revision: str | None = None) -> str | None:
     """`model_type` from config.json (local folder or the hub cache); never downloads."""
     cfg_file: Path | None = Path(path) / "config.json"
@@ -118,7 +111,7 @@ def load_processor_for(cs: Any, res: Any) -> tuple[Any | None, Finding | None]:
     """
     from vlmctl.models.resolve import load_processor
 
-    path = model_path(cs)
+    path = cs.model_location()
     local = Path(path).exists()
     try:
         with quiet_transformers(), _hf_offline_if_unreachable(local):
@@ -962,7 +955,7 @@ def _check_loaded(
                     processor,
                     cs.collator,
                     data.media_dirs,
-                    model_type=model_type_of(model_path(cs), cs.model.revision),
+                    model_type=model_type_of(cs.model_location(), cs.model.revision),
                 )
         except VlmctlError as exc:
             findings += exc.findings

@@ -126,6 +126,13 @@ class ConfigSet:
         p = Path(value).expanduser()
         return p if p.is_absolute() else (self.dir / p)
 
+    def model_location(self) -> str:
+        """`model_name_or_path`: a local folder (relative to the config folder) as an absolute
+        path, else the hub id as written."""
+        mid = str(self.model.model_name_or_path)
+        local = self.resolve_path(mid)
+        return str(local.resolve()) if local.exists() else mid
+
     @property
     def output_dir(self) -> Path:
         """`train.output_dir`, default `outputs/<config folder name>` (relative to the cwd)."""

@@ -200,7 +200,9 @@ def check_ready_to_train(cs) -> None:
                 hint="set it in vlm_model_config.yaml or pass --model",
             )
         )
-    elif not cs.resolve_path(mid).exists() and not _model_in_hub_cache(str(mid), cs.model.revision):
+    elif not Path(cs.model_location()).exists() and not _model_in_hub_cache(
+        str(mid), cs.model.revision
+    ):
         from vlmctl.data.dataset import env_offline, hub_reachable
 
         if env_offline() or not hub_reachable():

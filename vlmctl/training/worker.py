@@ -125,13 +125,6 @@ def prepare_wandb(report_to: list[str], output_dir: Path) -> str | None:
 # --- the run -------------------------------------------------------------------------------------
 
 
-def _model_path(cs: Any) -> str:
-    """A local model folder (relative to the config folder) as an absolute path, else the id."""
-    mid = str(cs.model.model_name_or_path)
-    local = cs.resolve_path(mid)
-    return str(local.resolve()) if local.exists() else mid
-
-
 def sft_kwargs(
     cs: Any, output_dir: Path, precision: Any, has_eval: bool, group_by_length: bool
 ) -> dict[str, Any]:
@@ -214,7 +207,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     )
 
     assert isinstance(stop, GracefulStop)
-    model_path = _model_path(cs)
+    model_path = cs.model_location()
     res = resolve_model(cs.model)
     processor = load_processor(res, cs.model, model_path)
     quantized = cs.model.quantization.enabled
