@@ -66,6 +66,39 @@ def test_qwen_batch_carries_mm_token_type_ids(tiny_model_dir):
     assert batch["image_grid_thw"].shape == (2, 3)
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_own_mm_token_type_ids_equal_the_processors(tiny_model_dir, family):
+    """vlmctl builds mm_token_type_ids itself (one pass per batch); they must be exactly the
+    processor's own, for images and video frames in one padded batch."""
+    proc = processor(tiny_model_dir(family))
+    col = VLMCollator(
+        proc, cfg(data_processing={"image_data": True, "video_data": True}), model_type=family
+    )
+    assert col._mm_type_ids is not None  # the fast path is the one under test
+    encoded = [
+        col.encode_example(chat(["a red video"], n_images=1, video=True)),
+        col.encode_example(chat(["two", "images"], n_images=2)),
+        col.encode_example(chat(["no media at all, a longer answer"], n_images=0)),
+    ]
+    batch = col.collate_encoded(encoded)
+    mm = batch["mm_token_type_ids"]
+    assert (mm == 1).any() and (mm == 2).any()
+    ids = batch["input_ids"]
+    own = proc.create_mm_token_type_ids(ids.tolist())
+    assert mm.dtype == torch.int64 and mm.tolist() == own
+    # and the processor, asked directly on the same text, agrees
+    texts = [e.text for e in encoded]
+    kw = {"padding": True, "padding_side": "right", "return_tensors": "pt"}
+    direct = proc(
+        text=texts,
+        images=[[*e._prepared.images] for e in encoded if e._prepared.images] or None,
+        videos=[v for e in encoded for v in e._prepared.videos] or None,
+        **kw,
+    )
+    assert torch.equal(direct["input_ids"], ids)
+    assert torch.equal(direct["mm_token_type_ids"], mm)
+
+
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
 def test_video_rows_through_processor_video_path(tiny_model_dir, family):
     path = tiny_model_dir(family)
