@@ -92,9 +92,14 @@ def main() -> None:
         return timed(theirs, [copy.copy(r) for r in trl_rows[lo:hi]])
 
     fns = {"ours": time_ours, "ours_ex": time_ours_ex, "trl": time_trl}
-    for lo, hi in batches[:2]:  # warm-up (template compile, caches)
-        for fn in fns.values():
-            fn(lo, hi)
+    try:
+        for lo, hi in batches[:2]:  # warm-up (template compile, caches)
+            for fn in fns.values():
+                fn(lo, hi)
+    except ValueError as exc:  # e.g. PaliGemma: TRL's collator needs a chat template
+        raise SystemExit(
+            f"{args.family}: no comparison, a collator refused the batch: {exc}"
+        ) from None
     # Interleaved per batch, rotating who goes first, best time per batch over the repeats:
     # a loaded machine slows every side alike and the minimum filters the spikes. CPU time
     # (this process only) is reported too: on a shared, loaded machine it is the steadier of
