@@ -757,7 +757,7 @@ class VLMCollator:
         media = _media_tensors(media_raw)
         group = _MediaGroup(media, n)
         # Kinds and labels for the whole padded batch at once (numpy: no per-token Python).
-        is_media = np.isin(ids_np, self._media_ids_np)
+        is_media = _isin(ids_np, self._media_ids_np)
         if self.prefix_suffix:
             tt = token_arrays.get("token_type_ids")
             trained = tt == 1 if tt is not None else np.zeros_like(is_media)
@@ -962,12 +962,26 @@ def _own_mm_type_ids(processor: Any) -> list[tuple[int, np.ndarray]] | None:
         return None
 
 
+def _isin(arr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`np.isin(arr, values)`; for the few ids a processor marks, one `==` per id.
+
+    Why: `np.isin` sorts and merges (~0.14 ms on a batch of 8 short rows); a VLM has 1-6
+    media token ids, and comparing against each is ~10x faster with the same result.
+    """
+    if values.size > 16:
+        return np.isin(arr, values)
+    out = np.zeros(arr.shape, dtype=bool)
+    for v in values.tolist():
+        out |= arr == v
+    return out
+
+
 def _mm_types(ids: np.ndarray, groups: list[tuple[int, np.ndarray]]) -> np.ndarray:
     """0 text, 1 image, 2 video, 3 audio per token (later modalities win, as upstream)."""
     out = np.zeros(ids.shape, dtype=np.int64)
     for code, wanted in groups:
         if wanted.size:
-            out[np.isin(ids, wanted)] = code
+            out[_isin(ids, wanted)] = code
     return out
 
 
