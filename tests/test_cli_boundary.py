@@ -163,3 +163,47 @@ def test_main_fast_exit_only_when_nothing_heavy_is_loaded(monkeypatch):
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["validate", "--format", "xml", "."],
+            "error: vlmctl validate: invalid value for '--format': 'xml' is not one of 'text', "
+            "'json', 'github'. (fix: see `vlmctl validate --help`)",
+        ),
+        (
+            ["validate", "--nope"],
+            "error: vlmctl validate: no such option: --nope (fix: see `vlmctl validate --help`)",
+        ),
+        (
+            ["validat"],
+            "error: vlmctl: no such command 'validat'. Did you mean 'validate'? "
+            "(fix: see `vlmctl --help`)",
+        ),
+        (
+            ["merge"],
+            "error: vlmctl merge: missing argument 'source'. (fix: see `vlmctl merge --help`)",
+        ),
+    ],
+    ids=["bad-value", "unknown-option", "unknown-verb", "missing-argument"],
+)
+def test_bad_flags_are_one_line_exit_2(tmp_path, argv, expected):
+    """The console entry point: a usage error is one line on stderr, nothing on stdout."""
+    r = subprocess.run(
+        [sys.executable, "-m", "vlmctl", *argv], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [expected]
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_run_returns_codes_without_exiting(tmp_path):
+    from vlmctl.cli import run
+
+    assert run(["--version"]) == 0
+    assert run(["init", str(tmp_path / "c")]) == 0
+    assert run(["init", str(tmp_path / "c")]) == 1  # refuses to overwrite
+    assert run(["validate", "--config-only", str(tmp_path / "c")]) == 0
+    assert run(["validate", "--format", "xml", str(tmp_path / "c")]) == 2

@@ -97,8 +97,14 @@ def _root(
     """Fine-tune vision-language models from four YAML files."""
 
 
+def _summary(fn: Callable[..., Any]) -> str:
+    """The docstring's first paragraph on one line (rich wraps it to the terminal)."""
+    doc = (fn.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(doc.split())
+
+
 for _verb in (init, validate, preview, train, merge, demo, schema):
-    app.command()(error_boundary(_verb))
+    app.command(short_help=_summary(_verb))(error_boundary(_verb))
 
 
 # Modules whose presence means the process did real work and must shut down the normal way
@@ -107,21 +113,44 @@ _FULL_SHUTDOWN = ("torch", "multiprocessing", "concurrent.futures", "wandb", "da
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (never exits; for tests and embedding)."""
+    """Run the CLI and return its exit code (never exits; for tests and embedding).
+
+    A bad flag, value or verb is ONE line on stderr (`error: <where>: <what> (fix: ...)`),
+    exit 2, like every other error vlmctl reports (click would print a usage block).
+    """
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
     try:
-        app(args=argv, prog_name="vlmctl")
+        code = app(args=argv, prog_name="vlmctl", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # bare `vlmctl`: the help, as click prints it
+        exc.show()
+        return exc.exit_code
+    except ClickException as exc:
+        _err(f"error: {_usage_line(exc)}")
+        return exc.exit_code
+    except (typer.Abort, EOFError):
+        _err("aborted")
+        return 1
     except SystemExit as exc:
         code = exc.code
-        if code is None or isinstance(code, int):
-            return code or 0
-        _err(str(code))
-        return 1
+        if code is not None and not isinstance(code, int):
+            _err(str(code))
+            return 1
     except KeyboardInterrupt:  # Ctrl-C while parsing flags, before a verb runs
         _err("interrupted (Ctrl-C)")
         return 130
     finally:
         gc.enable()
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _usage_line(exc: Any) -> str:
+    """`vlmctl validate: invalid value for '--format': ... (fix: vlmctl validate --help)`."""
+    message = " ".join(exc.format_message().split())
+    message = message.replace(": Value error, ", ": ")  # pydantic's prefix, via typer
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "vlmctl"
+    return f"{command}: {message[:1].lower()}{message[1:]} (fix: see `{command} --help`)"
 
 
 def main() -> None:
