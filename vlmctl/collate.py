@@ -742,7 +742,7 @@ class VLMCollator:
         repl_b = out.pop("text_replacement_offsets", None)
         n, width = ids_np.shape
         token_arrays: dict[str, np.ndarray] = {}  # per-token outputs, attention_mask last
-        if self._mm_type_ids is not None and not self.prefix_suffix:
+        if self._mm_type_ids is not None:  # None for prefix/suffix processors
             token_arrays["mm_token_type_ids"] = _mm_types(ids_np, self._mm_type_ids)
         media_raw: dict[str, Any] = {}
         for key, value in out.items():
