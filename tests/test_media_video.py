@@ -183,6 +183,57 @@ def test_decord_is_not_trusted_where_it_returns_wrong_frames(clips, name, why):
     assert frame_ids(clip) == clip.indices  # raw decord gave e.g. [3, 9, 18, 24, ...] here
 
 
+HAS_CV2 = importlib.util.find_spec("cv2") is not None
+ALL_BACKENDS = [
+    *BACKENDS,
+    pytest.param("cv2", marks=pytest.mark.skipif(not HAS_CV2, reason="no cv2")),
+]
+
+
+def make_rotated(path: Path, degrees: int) -> tuple[Path, np.ndarray]:
+    """A phone-style clip: a 64x48 picture stored as is, with a display rotation of `degrees`
+    counter-clockwise. Returns the path and the stored picture (white block top-left)."""
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display rotation (set_display_rotation: PyAV 18)")
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[:16, :24] = 255
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        vs.set_display_rotation(degrees)
+        for _ in range(12):
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    return path, picture
+
+
+@pytest.mark.parametrize(("degrees", "turns"), [(90, 1), (180, 2), (270, 3)])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_phone_video_frames_come_back_upright(tmp_path, degrees, turns, backend):
+    """Frames are what a player shows (OpenCV's auto-orientation agrees); decord, which
+    ignores the rotation, is not used for such files."""
+    path, picture = make_rotated(tmp_path / f"phone{degrees}.mp4", degrees)
+    clip = load_video_frames(path, library=backend, num_frames=4)
+    shown = np.rot90(picture, turns)
+    assert clip.frames.shape == (4, *shown.shape)
+    white = clip.frames[..., 0] > 128
+    assert (white == (shown[..., 0] > 128)[None]).mean() > 0.98
+    if backend == "decord":
+        assert clip.backend == "pyav"
+        assert (
+            clip.notes[0]
+            == "decord ignores the video's display rotation (a phone video?); used PyAV"
+        )
+    if clip.backend == "pyav":
+        assert clip.notes[-1] == (
+            f"turned {90 * turns} degrees counter-clockwise, as the file's rotation says"
+        )
+    total, _, _, width, height = probe_video(path)
+    assert total == 12 and (height, width) == shown.shape[:2]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_short_clip_repeats_frames(clips, backend):
     clip = load_video_frames(clips["short"], library=backend, num_frames=8)

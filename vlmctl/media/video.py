@@ -21,6 +21,11 @@ decord's random access silently returns neighbouring frames for AVI and for B-fr
 other than H.264 (MPEG-4 Part 2, HEVC; measured with decord 0.6), so those files are read with
 PyAV even when `library="decord"` (a cheap header probe decides; `VideoClip.notes` says so).
 
+Phone videos store the picture sideways plus a display rotation. Frames come back the way a
+player shows them: PyAV's frames are turned by the rotation they carry (the same result as
+OpenCV's own auto-orientation, which the cv2 backend keeps on); decord ignores the rotation
+(0.6 returns a mangled array), so such files go to PyAV too.
+
 Frames are always RGB uint8 (T, H, W, 3): `convert_to_rgb` is
 accepted for config symmetry; grey or alpha video is decoded straight to RGB.
 
@@ -160,14 +165,26 @@ def _decord_distrust(path: Path) -> str | None:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return None
-            ctx = container.streams.video[0].codec_context
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
             if "avi" in container.format.name.split(","):
                 return "decord seeks inaccurately in AVI files"
             if ctx.name != "h264" and ctx.has_b_frames:
                 return f"decord seeks inaccurately in {ctx.name} video with B-frames"
+            first = next(iter(container.decode(stream)), None)
+            if first is not None and _quarter_turns(first):
+                return "decord ignores the video's display rotation (a phone video?)"
     except Exception:  # let decord try; PyAV reports the real problem if it fails too
         return None
     return None
+
+
+def _quarter_turns(frame: Any) -> int:
+    """Counter-clockwise quarter turns a player applies to this frame (its display matrix).
+
+    `VideoFrame.rotation` (PyAV >= 14) is in degrees, counter-clockwise; older PyAV: 0.
+    """
+    return round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
 
 
 def _pyav_count(path: Path) -> int:
@@ -192,7 +209,7 @@ def _read_pyav(path: Path, num_frames: int, max_duration: float | None) -> _Read
     if fps <= 0 and duration > 0:
         fps = total / duration
     indices = sample_indices(total, fps, num_frames, max_duration)
-    got, times, decoded = _pyav_decode(path, set(indices))
+    got, times, decoded, turns = _pyav_decode(path, set(indices))
     if len(got) < len(set(indices)):
         # The container promised more frames than decode: re-sample over what really exists.
         if decoded == 0:
@@ -200,7 +217,9 @@ def _read_pyav(path: Path, num_frames: int, max_duration: float | None) -> _Read
         notes.append(f"container says {total} frames, {decoded} decode; sampled over {decoded}")
         total = decoded
         indices = sample_indices(total, fps, num_frames, max_duration)
-        got, times, decoded = _pyav_decode(path, set(indices))
+        got, times, decoded, turns = _pyav_decode(path, set(indices))
+    if turns:
+        notes.append(f"turned {90 * turns} degrees counter-clockwise, as the file's rotation says")
     t0 = times.get(0)
     ts: list[float] | None
     if is_avi or t0 is None or any(times.get(i) is None for i in indices):
@@ -232,26 +251,34 @@ def _pyav_duration(container: Any, stream: Any) -> float:
     return 0.0
 
 
-def _pyav_decode(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], dict, int]:
-    """Decode in order up to the last wanted index (frame 0's time is kept as the origin)."""
+def _pyav_decode(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], dict, int, int]:
+    """Decode in order up to the last wanted index (frame 0's time is kept as the origin).
+
+    Returns (frames by index, times, frames decoded, quarter turns applied to frame 0).
+    """
     import av
 
     got: dict[int, np.ndarray] = {}
     times: dict[int, float | None] = {}
     last = max(wanted)
     decoded = 0
+    turns0 = 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for i, frame in enumerate(container.decode(stream)):
             decoded = i + 1
+            if i == 0:
+                turns0 = _quarter_turns(frame)
             if i == 0 or i in wanted:
                 times[i] = frame.time
             if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24")
+                turns = _quarter_turns(frame)
+                got[i] = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
             if i >= last:
                 break
-    return got, times, decoded
+    return got, times, decoded, turns0
 
 
 def _read_cv2(path: Path, num_frames: int, max_duration: float | None) -> _Read:
@@ -261,6 +288,8 @@ def _read_cv2(path: Path, num_frames: int, max_duration: float | None) -> _Read:
     try:
         if not cap.isOpened():
             raise OSError("OpenCV cannot open the file")
+        if hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO"):  # its default; say it (phone videos)
+            cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         indices = sample_indices(total, fps, num_frames, max_duration)
@@ -490,6 +519,8 @@ def probe_video(
 ) -> tuple[int, float, float, int, int]:
     """(num_frames, fps, duration_s, width, height) from metadata plus one decoded frame.
 
+    Width and height are as displayed (after the file's rotation), like the frames.
+
     Cheap enough for `validate`: no full decode, but a file whose first frame does not decode
     fails here.
     """
@@ -503,6 +534,8 @@ def probe_video(
             if first is None:
                 raise _NoFrames()
             width, height = first.width, first.height
+            if _quarter_turns(first) % 2:  # shown sideways: what the model sees is turned
+                width, height = height, width
         if total <= 0:
             total = _pyav_count(file)
     except Exception as exc:
