@@ -207,3 +207,29 @@ def test_run_returns_codes_without_exiting(tmp_path):
     assert run(["init", str(tmp_path / "c")]) == 1  # refuses to overwrite
     assert run(["validate", "--config-only", str(tmp_path / "c")]) == 0
     assert run(["validate", "--format", "xml", str(tmp_path / "c")]) == 2
+
+
+def test_bare_vlmctl_prints_the_help_only():
+    r = subprocess.run([sys.executable, "-m", "vlmctl"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Usage: vlmctl" in r.stdout and "validate" in r.stdout
+    assert r.stderr == ""
+
+
+def test_click_errors_fall_back_to_click_for_older_typer(monkeypatch):
+    """typer < 0.26 has no vendored `typer._click`: the one-line usage errors must then come
+    from click itself (and click < 8.2 has no NoArgsIsHelpError)."""
+    import types
+
+    from vlmctl import cli
+
+    class FakeClickException(Exception):
+        pass
+
+    fake = types.ModuleType("click")
+    fake.exceptions = types.SimpleNamespace(ClickException=FakeClickException)
+    monkeypatch.setitem(sys.modules, "typer._click", None)  # import -> ImportError
+    monkeypatch.setitem(sys.modules, "click", fake)
+    click_exc, no_args = cli._click_errors()
+    assert click_exc is FakeClickException
+    assert issubclass(no_args, Exception) and no_args not in (Exception, FakeClickException)

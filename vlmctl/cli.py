@@ -118,12 +118,12 @@ def run(argv: list[str] | None = None) -> int:
     A bad flag, value or verb is ONE line on stderr (`error: <where>: <what> (fix: ...)`),
     exit 2, like every other error vlmctl reports (click would print a usage block).
     """
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-
+    ClickException, NoArgsIsHelpError = _click_errors()
     try:
         code = app(args=argv, prog_name="vlmctl", standalone_mode=False)
-    except NoArgsIsHelpError as exc:  # bare `vlmctl`: the help, as click prints it
-        exc.show()
+    except NoArgsIsHelpError as exc:  # bare `vlmctl`: the help (rich has printed it already)
+        if exc.format_message().strip():
+            exc.show()
         return exc.exit_code
     except ClickException as exc:
         _err(f"error: {_usage_line(exc)}")
@@ -142,6 +142,23 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         gc.enable()
     return code if isinstance(code, int) else 0
+
+
+def _click_errors() -> tuple[type[BaseException], type[BaseException]]:
+    """(ClickException, NoArgsIsHelpError) of the click that this typer runs on.
+
+    typer >= 0.26 vendors click as `typer._click`; older ones use click itself, and click
+    before 8.2 has no NoArgsIsHelpError (it prints the help and exits on its own).
+    """
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions.ClickException, getattr(exceptions, "NoArgsIsHelpError", _Never)
+
+
+class _Never(Exception):
+    """Stands in for an exception class this click does not have (never raised)."""
 
 
 def _usage_line(exc: Any) -> str:
