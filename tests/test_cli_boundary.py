@@ -217,7 +217,7 @@ def test_bare_vlmctl_prints_the_help_only():
 
 
 def test_click_errors_fall_back_to_click_for_older_typer(monkeypatch):
-    """typer < 0.26 has no vendored `typer._click`: the one-line usage errors must then come
+    """Older typer (0.25) has no vendored `typer._click`: the one-line usage errors must come
     from click itself (and click < 8.2 has no NoArgsIsHelpError)."""
     import types
 

@@ -147,7 +147,7 @@ def run(argv: list[str] | None = None) -> int:
 def _click_errors() -> tuple[type[BaseException], type[BaseException]]:
     """(ClickException, NoArgsIsHelpError) of the click that this typer runs on.
 
-    typer >= 0.26 vendors click as `typer._click`; older ones use click itself, and click
+    typer 0.29 vendors click as `typer._click`; older ones (0.25 checked) use click itself, and click
     before 8.2 has no NoArgsIsHelpError (it prints the help and exits on its own).
     """
     try:
