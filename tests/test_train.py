@@ -7,6 +7,7 @@ dataset, for a handful of steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -423,6 +424,74 @@ def test_sigterm_checkpoints_and_resume_auto_matches_an_uninterrupted_run(tmp_pa
     assert f"resumed at step {stopped}" in proc.stderr
     assert json.loads((run / "vlmctl-run.json").read_text())["finished"] is True
     assert _last_loss(run, steps) == pytest.approx(_last_loss(ref, steps), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tiny_qwen):
+    """A preempted node may signal one worker only. The stop flag is all-reduced each step,
+    so both gloo ranks stop at the same step (no rank left waiting in a collective), rank 0
+    saves one checkpoint, the run exits 143, and `--resume auto` on 2 processes finishes."""
+    steps = 10
+    changes = [
+        "--num-processes", "2",
+        "--set", f"train.max_steps={steps}",
+        "--set", "train.logging_steps=1",
+        "--set", f"train.save_steps={steps}",
+    ]  # fmt: skip
+    config = make_set(tmp_path, tiny_qwen, n_train=48, steps=steps)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = _env(tmp, VLMCTL_TEST_STEP_SLEEP="0.4")
+    run = tmp_path / "run"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vlmctl", "train", str(config), *changes],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # so a hung run can be killed whole
+    )
+    seen = []
+    deadline = time.monotonic() + 300
+    signalled = None
+    for line in p.stderr:
+        seen.append(line)
+        if line.startswith("step 2/"):
+            (rank1,) = tmp.glob("vlmctl-run-*/rank1.json")
+            signalled = json.loads(rank1.read_text())
+            os.kill(signalled["pid"], signal.SIGTERM)  # rank 1 only, not the launcher
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    try:
+        rest = p.communicate(timeout=180)[1]
+    except subprocess.TimeoutExpired:  # a rank left waiting in a collective: a hang
+        for info in tmp.glob("vlmctl-run-*/rank*.json"):  # workers run in their own sessions
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(json.loads(info.read_text())["pid"], signal.SIGKILL)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=60)
+        pytest.fail("the run hung after one rank was signalled:\n" + "".join(seen)[-3000:])
+    code = p.returncode
+    text = "".join(seen) + rest
+    assert signalled is not None and signalled["rank"] == 1, text[-3000:]
+    assert code == 143, text[-3000:]
+    assert "--resume auto" in text and "checkpoint saved" in text
+    ckpt = latest_checkpoint(run)
+    stopped = int(ckpt.name.split("-")[1])
+    assert 2 <= stopped < steps
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["global_step"] == stopped
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    assert manifest["finished"] is False and manifest["global_step"] == stopped
+    assert manifest["world_size"] == 2
+
+    env.pop("VLMCTL_TEST_STEP_SLEEP")
+    proc = vlmctl(["train", str(config), *changes, "--resume", "auto"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed at step {stopped}" in proc.stderr
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    assert manifest["finished"] is True and manifest["global_step"] == steps
 
 
 def test_sft_kwargs_for_a_vlm_run(tmp_path):
