@@ -99,6 +99,25 @@ def test_own_mm_token_type_ids_equal_the_processors(tiny_model_dir, family):
     assert torch.equal(direct["mm_token_type_ids"], mm)
 
 
+def test_processor_that_overrides_mm_token_type_ids_builds_them_itself(tiny_model_dir):
+    """GLM-4V-style processors override `create_mm_token_type_ids` (video frames share the
+    image token; only the video markers make them type 2): vlmctl must not build them."""
+    from vlmctl.collate import _own_mm_type_ids
+
+    proc = processor(tiny_model_dir("qwen2_vl"))
+    assert _own_mm_type_ids(proc) is not None
+
+    class OwnTypes(type(proc)):
+        def create_mm_token_type_ids(self, input_ids):
+            return [[7] * len(row) for row in input_ids]
+
+    proc.__class__ = OwnTypes
+    assert _own_mm_type_ids(proc) is None
+    col = VLMCollator(proc, cfg(), model_type="qwen2_vl")
+    batch = col.collate_encoded([col.encode_example(chat(["red"]))])
+    assert (batch["mm_token_type_ids"] == 7).all()
+
+
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
 def test_video_rows_through_processor_video_path(tiny_model_dir, family):
     path = tiny_model_dir(family)

@@ -937,14 +937,22 @@ def _own_mm_type_ids(processor: Any) -> list[tuple[int, np.ndarray]] | None:
 
     Why: transformers' `create_mm_token_type_ids` runs three `np.isin` per row on Python
     lists (~12% of a Qwen2-VL batch); the same rule on the padded batch array is one pass.
-    Only for processors that use ProcessorMixin's own `__call__` and return the ids by
-    default, so the output (values, dtype, key order) is exactly what the processor gives.
+    Only for processors that use ProcessorMixin's own `__call__` and
+    `create_mm_token_type_ids` and return the ids by default, so the values and dtype are
+    exactly what the processor gives.
     """
     try:
         from transformers.processing_utils import ProcessorMixin
     except ImportError:  # pragma: no cover - transformers is a dependency
         return None
-    if type(processor).__call__ is not ProcessorMixin.__call__:
+    cls = type(processor)
+    if (
+        cls.__call__ is not ProcessorMixin.__call__
+        # GLM-4V & co. override it: their video frames use the image token, and only the
+        # surrounding video markers make them type 2.
+        or getattr(cls, "create_mm_token_type_ids", None)
+        is not ProcessorMixin.create_mm_token_type_ids
+    ):
         return None
     if getattr(processor, "return_mm_token_type_ids", False) is not True:
         return None
