@@ -19,7 +19,8 @@ none, so there (and when a backend's times are unusable) they are index / fps.
 
 decord's random access silently returns neighbouring frames for AVI and for B-frames in codecs
 other than H.264 (MPEG-4 Part 2, HEVC; measured with decord 0.6), so those files are read with
-PyAV even when `library="decord"` (a cheap header probe decides; `VideoClip.notes` says so).
+PyAV even when `library="decord"` (a probe of the header and the first frame decides, once
+per file version; `VideoClip.notes` says so).
 
 Phone videos store the picture sideways plus a display rotation. Frames come back the way a
 player shows them: PyAV's frames are turned by the rotation they carry (the same result as
@@ -35,6 +36,7 @@ file (never an empty array); pass `row=` so the finding names the dataset row.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -154,15 +156,28 @@ def _read_decord(path: Path, num_frames: int, max_duration: float | None) -> _Re
 
 
 def _decord_distrust(path: Path) -> str | None:
+    """Why decord would give wrong frames for this file (None: trust it); cached per file
+    version, because the rotation check decodes one frame and training reads a clip per epoch.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # decord reports it
+    return _decord_distrust_for(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decord_distrust_for(path: str, size: int, mtime_ns: int) -> str | None:
     """Why decord's random access would give wrong frames for this file (None: trust it).
 
     Measured with decord 0.6: AVI (no presentation times) and B-frames in any codec but H.264
-    (MPEG-4 Part 2, HEVC) make `get_batch` return neighbouring frames, silently.
+    (MPEG-4 Part 2, HEVC) make `get_batch` return neighbouring frames, silently; a display
+    rotation (phone video) is ignored and the frames come back mangled.
     """
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(path) as container:
             if not container.streams.video:
                 return None
             stream = container.streams.video[0]
