@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -452,28 +454,37 @@ def test_ddp_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tin
         text=True,
         start_new_session=True,  # so a hung run can be killed whole
     )
-    seen = []
-    deadline = time.monotonic() + 300
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(
+        target=lambda: [*map(lines.put, p.stderr), lines.put(None)], daemon=True
+    ).start()
+    seen: list[str] = []
     signalled = None
-    for line in p.stderr:
-        seen.append(line)
-        if line.startswith("step 2/"):
-            (rank1,) = tmp.glob("vlmctl-run-*/rank1.json")
-            signalled = json.loads(rank1.read_text())
-            os.kill(signalled["pid"], signal.SIGTERM)  # rank 1 only, not the launcher
-            break
-        assert time.monotonic() < deadline, "".join(seen)
     try:
-        rest = p.communicate(timeout=180)[1]
-    except subprocess.TimeoutExpired:  # a rank left waiting in a collective: a hang
-        for info in tmp.glob("vlmctl-run-*/rank*.json"):  # workers run in their own sessions
+        deadline = time.monotonic() + 300
+        while signalled is None:
+            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
+            if line is None:
+                break  # the run ended before step 2: the asserts below say how
+            seen.append(line)
+            if line.startswith("step 2/"):
+                (rank1,) = tmp.glob("vlmctl-run-*/rank1.json")
+                signalled = json.loads(rank1.read_text())
+                os.kill(signalled["pid"], signal.SIGTERM)  # rank 1 only, not the launcher
+        code = p.wait(timeout=180)
+    except (queue.Empty, subprocess.TimeoutExpired):  # e.g. a rank left in a collective
+        pytest.fail("the run hung:\n" + "".join(seen)[-3000:])
+    finally:
+        if p.poll() is None:  # workers and the launcher run in sessions of their own
+            for info in tmp.glob("vlmctl-run-*/rank*.json"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(json.loads(info.read_text())["pid"], signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(json.loads(info.read_text())["pid"], signal.SIGKILL)
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate(timeout=60)
-        pytest.fail("the run hung after one rank was signalled:\n" + "".join(seen)[-3000:])
-    code = p.returncode
-    text = "".join(seen) + rest
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=60)
+    while (line := lines.get(timeout=60)) is not None:
+        seen.append(line)
+    text = "".join(seen)
     assert signalled is not None and signalled["rank"] == 1, text[-3000:]
     assert code == 143, text[-3000:]
     assert "--resume auto" in text and "checkpoint saved" in text

@@ -395,7 +395,23 @@ def main(argv: list[str] | None = None) -> int:
             print("set VLMCTL_DEBUG=1 for the traceback", file=sys.stderr, flush=True)
         code = 1
     status.write_exit(code, **status.info)
+    if stop.stopped_at is not None:
+        _leave_together()
     return code
+
+
+def _leave_together() -> None:
+    """Wait for every rank after a graceful stop (no-op in a single process).
+
+    Why: a non-zero exit makes the launcher's agent kill the other ranks at once. Every rank
+    stopped at the same step (the stop flag is all-reduced), so each reaches this barrier;
+    without it, a rank that leaves first can kill rank 0 before it has written the manifest
+    and said where the checkpoint is.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 if __name__ == "__main__":
