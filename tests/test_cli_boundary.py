@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -127,6 +128,10 @@ def test_light_commands_import_nothing_heavy(tmp_path, argv):
 _EXIT_PROBE = (
     "import atexit, sys\n"
     "{pre}"
+    "class Teardown:\n"
+    "    def __del__(self):\n"  # runs when the interpreter clears __main__ at shutdown
+    "        sys.stderr.write('TEARDOWN')\n"
+    "marker = Teardown()\n"
     "atexit.register(lambda: sys.stdout.write('ATEXIT'))\n"
     "sys.argv = ['vlmctl', *{argv!r}]\n"
     "from vlmctl.cli import main\n"
@@ -145,11 +150,15 @@ def test_main_exit_runs_atexit_flushes_and_keeps_the_code(tmp_path, pre):
     (tmp_path / "c" / "peft_config.yaml").write_text("r: 0\n")  # an error: exit 1
     code = _EXIT_PROBE.format(pre=pre, argv=["validate", "--config-only", str(tmp_path / "c")])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # real buffering
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert r.returncode == 1, r.stderr
     assert "NOT REACHED" not in r.stdout
     assert "peft_config.yaml:1:" in r.stdout + r.stderr
     assert r.stdout.endswith("ATEXIT")  # written at exit, unflushed, into a pipe
+    # The light run skipped the interpreter's teardown; the heavy one went through it.
+    assert ("TEARDOWN" in r.stderr) is bool(pre), r.stderr[-500:]
 
 
 def test_main_fast_exit_only_when_nothing_heavy_is_loaded(monkeypatch):
@@ -160,8 +169,13 @@ def test_main_fast_exit_only_when_nothing_heavy_is_loaded(monkeypatch):
 
     monkeypatch.setattr(cli, "run", lambda argv=None: 3)
     monkeypatch.setattr(cli.os, "_exit", lambda code: pytest.fail("os._exit in a heavy run"))
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
+    was_enabled = gc.isenabled()
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.main()  # pauses the GC; the real `run` would turn it back on
+    finally:
+        if was_enabled:
+            gc.enable()
     assert exc.value.code == 3
 
 
@@ -192,7 +206,11 @@ def test_main_fast_exit_only_when_nothing_heavy_is_loaded(monkeypatch):
 def test_bad_flags_are_one_line_exit_2(tmp_path, argv, expected):
     """The console entry point: a usage error is one line on stderr, nothing on stdout."""
     r = subprocess.run(
-        [sys.executable, "-m", "vlmctl", *argv], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "vlmctl", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines() == [expected]
@@ -210,7 +228,9 @@ def test_run_returns_codes_without_exiting(tmp_path):
 
 
 def test_bare_vlmctl_prints_the_help_only():
-    r = subprocess.run([sys.executable, "-m", "vlmctl"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vlmctl"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2
     assert "Usage: vlmctl" in r.stdout and "validate" in r.stdout
     assert r.stderr == ""
