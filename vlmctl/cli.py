@@ -141,7 +141,7 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     finally:
         gc.enable()
-    return code if isinstance(code, int) else 0
+    return code if type(code) is int else 0  # a verb's return value is not an exit code
 
 
 def _click_errors() -> tuple[type[BaseException], type[BaseException]]:
@@ -174,12 +174,12 @@ def main() -> None:
     """Console entry point (`vlmctl`).
 
     Why the two tweaks: a light command (`--help`, `init`, `validate --config-only`) is
-    mostly start-up, and CI runs it per commit. Collecting garbage while typer and pydantic
-    import and build their schemas finds nothing to free (~10 ms), and tearing the
-    interpreter down module by module afterwards costs ~25 ms more. So the cyclic GC is
-    paused until a verb starts, and a process that loaded nothing heavy (no torch, no
-    worker threads or processes) ends with `os._exit` after running the atexit handlers
-    and flushing its output. Anything else exits the normal way.
+    mostly start-up, and CI runs it per commit. Collecting garbage while typer parses the
+    command line (importing pydantic and building its parameter adapters) finds nothing to
+    free (~10 ms), and tearing the interpreter down module by module afterwards costs ~25 ms
+    more. So the cyclic GC is paused until a verb starts, and a process that loaded nothing
+    heavy (no torch, no worker threads or processes) ends with `os._exit` after running the
+    atexit handlers and flushing its output. Anything else exits the normal way.
     """
     gc.disable()
     code = run()
