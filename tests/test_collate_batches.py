@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -104,13 +105,14 @@ def test_processor_that_overrides_mm_token_type_ids_builds_them_itself(tiny_mode
     image token; only the video markers make them type 2): vlmctl must not build them."""
     from vlmctl.collate import _own_mm_type_ids
 
-    proc = processor(tiny_model_dir("qwen2_vl"))
-    assert _own_mm_type_ids(proc) is not None
+    shared = processor(tiny_model_dir("qwen2_vl"))  # cached for other tests: left untouched
+    assert _own_mm_type_ids(shared) is not None
 
-    class OwnTypes(type(proc)):
+    class OwnTypes(type(shared)):
         def create_mm_token_type_ids(self, input_ids):
             return [[7] * len(row) for row in input_ids]
 
+    proc = copy.copy(shared)
     proc.__class__ = OwnTypes
     assert _own_mm_type_ids(proc) is None
     col = VLMCollator(proc, cfg(), model_type="qwen2_vl")
