@@ -365,6 +365,20 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_qwen, monkeypatch):
     assert PeftConfig.from_pretrained(str(run)).r == 16
 
 
+def _start_train(config: Path, changes: list[str], env: dict) -> subprocess.Popen:
+    """`vlmctl train` in the background, stderr piped, in a session of its own (a hung run
+    can be killed whole)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlmctl", "train", str(config), *changes],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def _last_loss(run: Path, step: int) -> float:
     ckpt = latest_checkpoint(run)
     state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -393,14 +407,7 @@ def test_sigterm_checkpoints_and_resume_auto_matches_an_uninterrupted_run(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     run = tmp_path / "run"
-    p = subprocess.Popen(
-        [sys.executable, "-m", "vlmctl", "train", str(config), *changes],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    p = _start_train(config, changes, env)
     seen = []
     deadline = time.monotonic() + 300
     for line in p.stderr:
@@ -445,15 +452,7 @@ def test_ddp_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tin
     tmp.mkdir()
     env = _env(tmp, VLMCTL_TEST_STEP_SLEEP="0.4")
     run = tmp_path / "run"
-    p = subprocess.Popen(
-        [sys.executable, "-m", "vlmctl", "train", str(config), *changes],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,  # so a hung run can be killed whole
-    )
+    p = _start_train(config, changes, env)
     lines: queue.Queue = queue.Queue()
     threading.Thread(
         target=lambda: [*map(lines.put, p.stderr), lines.put(None)], daemon=True
