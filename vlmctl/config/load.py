@@ -76,6 +76,13 @@ def parse_override(text: str) -> Override:
     return Override(text=text, file_key=file_key, path=path, value=parse_scalar(raw.strip()))
 
 
+def shown_override(text: str) -> str:
+    """A `--set` as messages may print it: a credential's value is replaced by `***`."""
+    from vlmctl.training.manifest import is_secret_override
+
+    return text.partition("=")[0] + "=***" if is_secret_override(text) else text
+
+
 @dataclass
 class ConfigSet:
     """The four validated configs of one folder, with the positions of every key."""
@@ -144,7 +151,7 @@ def _locate(
 ) -> tuple[str, int | None, int | None]:
     for ov in overrides:
         if ov.file_key == file_key and path[: len(ov.path)] == ov.path:
-            return f"--set {ov.text}", None, None
+            return f"--set {shown_override(ov.text)}", None, None
     pos = doc.position(path) if doc is not None else None
     return (str(file), pos[0], pos[1]) if pos else (str(file), None, None)
 
@@ -552,7 +559,7 @@ def collect_config_set(
                         Finding(
                             "error",
                             f"cannot apply: {problem}",
-                            file=f"--set {ov.text}",
+                            file=f"--set {shown_override(ov.text)}",
                             code="override-path",
                         )
                     )

@@ -1,8 +1,10 @@
 """`vlmctl-run.json` and `configs/`: what a run was, enough to reproduce it, and no secrets.
 
 `merge` reads the manifest (base model, classes, configs); people read it to know which data,
-code and library versions made an adapter. Any key that looks like a credential (`hub_token`,
-`api_key`, a processor's `token`...) is dropped before anything is written, wherever it sits.
+code and library versions made an adapter. Credentials (`hub_token`, `api_key`, a
+processor's `token`, a value shaped like `hf_...`) are dropped before anything is written,
+wherever they sit; settings whose names merely contain such a word (`mask_pad_token`) stay, so
+`configs/` given back to `vlmctl train` reproduces the run.
 """
 
 from __future__ import annotations
@@ -30,65 +32,114 @@ PACKAGES = (
     "wandb",
     "pillow",
 )
-_SECRET_PARTS = {
-    "token",
-    "key",
-    "secret",
-    "password",
-    "passwd",
-    "apikey",
-    "credential",
-    "credentials",
-    "auth",
-}
-# Schema keys that contain a secret-looking word but are not secrets.
-_NOT_SECRET = {
-    "role_key",
-    "content_key",
-    "pad_token",
-    "eos_token",
-    "bos_token",
-    "unk_token",
-    "image_token",
-    "video_token",
-}
+# Credentials by what they are: the names libraries and people give them (compared whole,
+# after lower-casing and `-` -> `_`), never a word inside a longer name (`mask_pad_token`,
+# `role_key` and `include_num_input_tokens_seen` are settings).
+SECRET_KEY_NAMES = frozenset(
+    {
+        "token",
+        "hub_token",
+        "hf_token",
+        "push_to_hub_token",
+        "use_auth_token",
+        "auth_token",
+        "access_token",
+        "api_token",
+        "bearer_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "secret",
+        "secret_key",
+        "client_secret",
+        "private_key",
+        "password",
+        "passwd",
+        "credentials",
+    }
+)
+# Name endings that only credentials have (WANDB_API_KEY, db_password, client_secret).
+_SECRET_ENDINGS = ("_api_key", "_apikey", "_password", "_passwd", "_secret", "_access_token",
+                   "_auth_token", "_hub_token", "_hf_token", "_private_key")  # fmt: skip
+# Values shaped like well-known tokens, wherever they sit (a run name, a list item).
+_SECRET_VALUE_RE = re.compile(
+    r"(?<![A-Za-z0-9])(?:hf_[A-Za-z0-9]{20,}|api_org_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|AKIA[0-9A-Z]{16}|glpat-[A-Za-z0-9_-]{20,})"
+)
+_DROP = object()
 
 
-def is_secret_key(name: str) -> bool:
-    """A key named like a credential: *token*, *key*, *secret*, *password* (word parts)."""
-    low = str(name).lower()
-    if low in _NOT_SECRET:
-        return False
-    parts = set(re.split(r"[_\-.\s]+", low))
-    return bool(parts & _SECRET_PARTS) or any(w in low for w in ("secret", "password", "apikey"))
+def is_secret_key(name: Any) -> bool:
+    """A key that names a credential (`hub_token`, `token`, `WANDB_API_KEY`), by its whole name."""
+    low = re.sub(r"[-.\s]+", "_", str(name).strip().lower())
+    return low in SECRET_KEY_NAMES or low.endswith(_SECRET_ENDINGS)
+
+
+def is_secret_value(value: Any) -> bool:
+    """A string that contains something shaped like a hub/API token (`hf_...`, `sk-...`)."""
+    return isinstance(value, str) and _SECRET_VALUE_RE.search(value) is not None
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if is_secret_key(k):
+                continue
+            v = _strip(v)
+            if v is not _DROP:
+                out[k] = v
+        return out
+    if isinstance(value, (list, tuple)):
+        return [v for v in (_strip(x) for x in value) if v is not _DROP]
+    return _DROP if is_secret_value(value) else value
 
 
 def strip_secrets(value: Any) -> Any:
-    """A copy of a JSON-like value with every credential-named key removed."""
-    if isinstance(value, dict):
-        return {k: strip_secrets(v) for k, v in value.items() if not is_secret_key(k)}
-    if isinstance(value, (list, tuple)):
-        return [strip_secrets(v) for v in value]
-    return value
+    """A copy of a JSON-like value without credentials: secret-named keys and token-shaped
+    values are removed, recursively (lists included); every other key is kept as it is."""
+    out = _strip(value)
+    return None if out is _DROP else out
+
+
+def is_secret_override(text: str) -> bool:
+    """A `--set key=value` that sets a credential (by the key's name or the value's shape)."""
+    key, _, raw = text.partition("=")
+    return any(is_secret_key(part) for part in key.split(".")) or is_secret_value(raw)
 
 
 def strip_secret_overrides(overrides: list[str]) -> list[str]:
-    """`--set` texts, without those that set a credential-named key."""
-    out = []
-    for text in overrides:
-        key = text.partition("=")[0]
-        if any(is_secret_key(part) for part in key.split(".")):
-            continue
-        out.append(text)
-    return out
+    """`--set` texts, without those that set a credential."""
+    return [text for text in overrides if not is_secret_override(text)]
+
+
+def _absolute(cs: Any, value: Any) -> Any:
+    """A local path written relative to the config folder, made absolute (hub ids unchanged)."""
+    if isinstance(value, list):
+        return [_absolute(cs, v) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    local = cs.resolve_path(value)
+    return str(local.resolve()) if local.exists() else value
 
 
 def resolved_configs(cs: Any) -> dict[str, dict]:
-    """The four configs as plain dicts, credentials removed."""
-    return {
+    """The four configs as plain dicts, credentials removed, local paths absolute.
+
+    Absolute paths, because `configs/` lives in the run folder: a path relative to the
+    original config folder would point elsewhere when the saved set is trained again.
+    """
+    out = {
         key: strip_secrets(getattr(cs, key).model_dump(mode="json"))
         for key in ("model", "collator", "train", "peft")
     }
+    out["model"]["model_name_or_path"] = _absolute(cs, out["model"].get("model_name_or_path"))
+    dataset = out["collator"].get("dataset") or {}
+    for key in ("path", "eval_path", "media_root"):
+        if dataset.get(key) is not None:
+            dataset[key] = _absolute(cs, dataset[key])
+    return out
 
 
 def package_versions() -> dict[str, str]:

@@ -91,10 +91,17 @@ def _cli_overrides(req: TrainRequest) -> list[str]:
 
 
 def _resume_hint(req: TrainRequest, output_dir: Path) -> str:
+    """The command that resumes this run; credentials are named, never written out."""
+    from vlmctl.training.manifest import is_secret_override
+
     parts = ["vlmctl", "train", str(req.config_dir)]
     if req.output_dir is not None:
         parts += ["--output-dir", str(output_dir)]
+    secret_keys = []
     for o in req.overrides:
+        if is_secret_override(o):
+            secret_keys.append(o.partition("=")[0].strip())
+            continue
         parts += ["--set", o]
     if req.model:
         parts += ["--model", req.model]
@@ -105,7 +112,32 @@ def _resume_hint(req: TrainRequest, output_dir: Path) -> str:
     if req.accelerate_config:
         parts += ["--accelerate-config", req.accelerate_config]
     parts += ["--resume", "auto"]
-    return shlex.join(parts)
+    hint = shlex.join(parts)
+    if secret_keys:
+        hint += (
+            " (and your credentials again: "
+            + ", ".join(f"--set {k}=..." for k in secret_keys)
+            + ")"
+        )
+    return hint
+
+
+SECRETS_FILE = "secret-overrides.json"
+
+
+def write_private_overrides(status_dir: Path, overrides: list[str]) -> Path:
+    """Credentials for the worker in a file only this user can read (0600, in a 0700 folder).
+
+    Why not the command line: every user of the machine sees a process's arguments (`ps`),
+    and wandb records them. The status folder is removed when `vlmctl train` ends.
+    """
+    import json
+
+    path = status_dir / SECRETS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(overrides, f)
+    return path
 
 
 def _physical_cores() -> int:
@@ -274,10 +306,16 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
     gpus = ln.detect_gpu_count() if gpu_count is None else gpu_count
     preset, nproc, pnotes = pick_preset(req, gpus)
     notes += pnotes
-    status_dir = Path(tempfile.mkdtemp(prefix="vlmctl-run-"))
+    from vlmctl.training.manifest import is_secret_override
+
+    status_dir = Path(tempfile.mkdtemp(prefix="vlmctl-run-"))  # mode 0700
     worker_args = [str(cs.dir.resolve()), "--output-dir", str(output_dir)]
+    secret = [o for o in overrides if is_secret_override(o)]
     for o in overrides:
-        worker_args += ["--set", o]
+        if o not in secret:
+            worker_args += ["--set", o]
+    if secret:
+        worker_args += ["--secret-overrides", str(write_private_overrides(status_dir, secret))]
     if resume_from is not None:
         worker_args += ["--resume", str(resume_from)]
     worker_args += ["--status-dir", str(status_dir)]

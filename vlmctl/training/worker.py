@@ -53,7 +53,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, help="checkpoint folder to resume from")
     p.add_argument("--status-dir", default=None)
     p.add_argument("--resume-hint", default=None, help="command that resumes this run")
+    p.add_argument(
+        "--secret-overrides", default=None, help="private JSON file of credential overrides"
+    )
     return p.parse_args(argv)
+
+
+def worker_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` overrides of the run: the command line's, then the private file's."""
+    out = list(args.overrides)
+    if args.secret_overrides:
+        out += json.loads(Path(args.secret_overrides).read_text(encoding="utf-8"))
+    return out
 
 
 class Status:
@@ -126,12 +137,25 @@ def prepare_wandb(report_to: list[str], output_dir: Path) -> str | None:
 
 
 def sft_kwargs(
-    cs: Any, output_dir: Path, precision: Any, has_eval: bool, group_by_length: bool
+    cs: Any,
+    output_dir: Path,
+    precision: Any,
+    has_eval: bool,
+    group_by_length: bool,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """SFTConfig kwargs: the user's train config plus what a VLM run with this collator needs."""
+    """SFTConfig kwargs: the user's train config plus what a VLM run with this collator needs.
+
+    `hub_token` goes to the environment (`HF_TOKEN`, which huggingface_hub reads) instead:
+    the Trainer pickles its arguments into `training_args.bin` of the run and every checkpoint.
+    """
     from vlmctl.training.lengths import LENGTH_COLUMN
 
+    env = os.environ if env is None else env
     kw = cs.train.to_sft_kwargs()
+    token = kw.pop("hub_token", None)
+    if token:
+        env["HF_TOKEN"] = str(token)
     user = cs.train.extra_keys()
     kw["output_dir"] = str(output_dir)
     kw["remove_unused_columns"] = False  # the collator needs the raw columns
@@ -163,7 +187,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
 
     rank, local_rank, world = rank_env()
     output_dir = Path(args.output_dir).resolve()
-    cs = load_config_set(args.config_dir, args.overrides)
+    cs = load_config_set(args.config_dir, worker_overrides(args))
 
     import torch
     import transformers

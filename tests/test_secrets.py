@@ -1,0 +1,222 @@
+"""Credentials (#18 item 2) and the credential filter (#19 item 2).
+
+Credentials are recognised by what they are (known secret key names, values shaped like
+tokens), never by a substring of a key's name: `mask_pad_token` is a setting, `hub_token` a
+secret. They reach the worker through a private file, never its command line, and leave no
+trace in anything a run saves or prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests._config_util import write_set
+from vlmctl.config.load import load_config_set
+from vlmctl.training import manifest as mf
+from vlmctl.training.run import TrainRequest, plan_run
+
+REPO = Path(__file__).resolve().parent.parent
+PLANTED_HUB = "hf_PlantedHubTokenAAAAAAAAAAAAAAAAAAAA"
+PLANTED_PROC = "hf_PlantedProcessorTokenBBBBBBBBBBBBBB"
+
+
+def test_filter_keeps_settings_whose_names_contain_token_or_key():
+    data = {
+        "label_masking": {"mask_pad_token": False, "mask_image_token": False, "ignore_index": -1},
+        "conversation": {"role_key": "from", "content_key": "value", "image_tag": "<image>"},
+        "train": {"include_num_input_tokens_seen": "all", "max_tokens": 3, "key_column": "k"},
+    }
+    assert mf.strip_secrets(data) == data
+
+
+def test_filter_drops_credentials_by_name_and_by_value_also_inside_lists():
+    data = {
+        "train": {"hub_token": "x", "learning_rate": 1e-4, "push_to_hub_token": "y"},
+        "model": {"processor_params": {"token": "abc", "use_fast": True}},
+        "env": {"WANDB_API_KEY": "k", "db_password": "p", "client_secret": "s", "API-KEY": "z"},
+        "lists": [{"token": "t", "keep": 1}, f"{PLANTED_HUB}", "plain", {"note": PLANTED_PROC}],
+        "run_name": f"run-{PLANTED_HUB}",
+    }
+    clean = mf.strip_secrets(data)
+    assert clean["train"] == {"learning_rate": 1e-4}
+    assert clean["model"]["processor_params"] == {"use_fast": True}
+    assert clean["env"] == {}
+    assert clean["lists"] == [{"keep": 1}, "plain", {}]
+    assert "run_name" not in clean
+    assert mf.strip_secret_overrides(
+        ["train.hub_token=abc", "peft.r=8", f"model.processor_params.x={PLANTED_PROC}",
+         "collator.label_masking.mask_pad_token=false"]
+    ) == ["peft.r=8", "collator.label_masking.mask_pad_token=false"]  # fmt: skip
+
+
+def _relative_set(tmp_path: Path) -> Path:
+    """A config set with relative data/model paths and keys named like credentials."""
+    from vlmctl.demo import write_color_dataset
+
+    write_color_dataset(tmp_path / "data", 8, 0, seed=1)
+    cfg = write_set(
+        tmp_path / "cfg",
+        collator=("path: null", 'path: "../data/train.csv"'),
+    )
+    return cfg
+
+
+def test_saved_config_set_reproduces_the_run(tmp_path):
+    """Everything but credentials survives configs/ (mask_*_token included), paths too."""
+    cfg = _relative_set(tmp_path)
+    overrides = [
+        "collator.label_masking.mask_pad_token=false",
+        "collator.label_masking.mask_image_token=false",
+        "collator.label_masking.mask_input_tokens=true",
+        "collator.conversation.column=messages",
+        "collator.conversation.role_key=from",
+        "peft.r=4",
+        "train.learning_rate=3e-4",
+        "train.max_steps=7",
+        f"train.hub_token={PLANTED_HUB}",
+        f"model.processor_params.token={PLANTED_PROC}",
+        "model.processor_params.use_fast=true",
+        "model.model_name_or_path=../data",
+    ]
+    cs = load_config_set(cfg, overrides)
+    run = tmp_path / "elsewhere" / "run"
+    configs = mf.resolved_configs(cs)
+    mf.write_configs(run, configs)
+    text = "".join(p.read_text() for p in (run / "configs").iterdir())
+    assert PLANTED_HUB not in text and PLANTED_PROC not in text and "hub_token" not in text
+    again = load_config_set(run / "configs")
+    for key in ("model", "collator", "train", "peft"):
+        want = getattr(cs, key).model_dump(mode="json")
+        got = getattr(again, key).model_dump(mode="json")
+        if key == "train":
+            want.pop("hub_token")
+        if key == "model":
+            want["processor_params"].pop("token")
+            assert again.model_location() == cs.model_location()
+            want.pop("model_name_or_path"), got.pop("model_name_or_path")
+        if key == "collator":
+            assert again.resolve_path(got["dataset"].pop("path")).resolve() == (
+                cs.resolve_path(want["dataset"].pop("path")).resolve()
+            )
+        assert got == want, key
+
+
+def test_credentials_reach_the_worker_through_a_private_file_not_argv(tmp_path, monkeypatch):
+    cfg = _relative_set(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    req = TrainRequest(
+        config_dir=cfg,
+        output_dir=tmp_path / "run",
+        overrides=[f"train.hub_token={PLANTED_HUB}", f"model.processor_params.token={PLANTED_PROC}",
+                   "peft.r=4"],
+    )  # fmt: skip
+    plan = plan_run(req, gpu_count=0)
+    try:
+        argv = " ".join(plan.argv)
+        assert PLANTED_HUB not in argv and PLANTED_PROC not in argv
+        assert "peft.r=4" in argv  # ordinary overrides still travel on the command line
+        assert "hub_token" in argv.split("--resume-hint", 1)[1]  # the hint says to pass it again
+        files = [p for p in plan.status_dir.iterdir() if PLANTED_HUB in p.read_text()]
+        assert len(files) == 1 and PLANTED_PROC in files[0].read_text()
+        assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+        assert stat.S_IMODE(plan.status_dir.stat().st_mode) == 0o700
+        assert all(PLANTED_HUB not in v for v in plan.env.values())
+        # The worker reads them back: its config set has them.
+        from vlmctl.training.worker import parse_args, worker_overrides
+
+        args = parse_args(plan.argv[plan.argv.index("vlmctl.training.worker") + 1 :])
+        ovs = worker_overrides(args)
+        assert f"train.hub_token={PLANTED_HUB}" in ovs and "peft.r=4" in ovs
+    finally:
+        import shutil
+
+        shutil.rmtree(plan.status_dir, ignore_errors=True)
+
+
+def test_hub_token_goes_to_the_environment_not_to_training_args(tmp_path):
+    from types import SimpleNamespace
+
+    from vlmctl.training.worker import sft_kwargs
+
+    cfg = _relative_set(tmp_path)
+    cs = load_config_set(cfg, [f"train.hub_token={PLANTED_HUB}"])
+    precision = SimpleNamespace(bf16=False, fp16=False, use_cpu=True)
+    env: dict[str, str] = {}
+    kw = sft_kwargs(cs, tmp_path / "run", precision, False, False, env=env)
+    assert "hub_token" not in kw and PLANTED_HUB not in json.dumps(kw, default=str)
+    assert env["HF_TOKEN"] == PLANTED_HUB
+
+
+def _scan_cmdlines(stop: threading.Event, seen: list[str]) -> None:
+    while not stop.is_set():
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if "vlmctl" in cmd:
+                seen.append(cmd)
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_planted_credentials_leave_no_trace_in_a_finished_run(tmp_path):
+    """Every file of the run (checkpoints, training_args.bin, wandb), stdout/stderr, and the
+    command lines of every vlmctl process while it ran: no planted credential anywhere."""
+    from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+    from vlmctl.testing.tiny import build_tiny_model
+
+    model = build_tiny_model("qwen2_vl", tmp_path / "tiny")
+    write_color_dataset(tmp_path / "data", 16, 0, seed=1)
+    write_config_set(
+        tmp_path / "config", str(model), DemoOptions(out=tmp_path, steps=4, batch_size=4)
+    )
+    env = dict(os.environ)
+    env.update({"TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+                "NETRC": str(tmp_path / "no-netrc"), "WANDB_MODE": "offline"})  # fmt: skip
+    for k in ("WANDB_API_KEY", "WANDB_DIR", "HF_TOKEN"):
+        env.pop(k, None)
+    stop, seen = threading.Event(), []
+    scanner = threading.Thread(target=_scan_cmdlines, args=(stop, seen), daemon=True)
+    scanner.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vlmctl", "train", str(tmp_path / "config"),
+             "--set", "train.report_to=[wandb]", "--set", "train.save_steps=2",
+             "--set", "train.save_total_limit=null",
+             "--set", f"train.hub_token={PLANTED_HUB}",
+             "--set", f"model.processor_params.token={PLANTED_PROC}"],
+            env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=400,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        scanner.join()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    files = [p for p in run.rglob("*") if p.is_file()]
+    names = {p.relative_to(run).as_posix() for p in files}
+    assert "training_args.bin" in names and any(n.startswith("checkpoint-2/") for n in names)
+    assert any(n.startswith("wandb/") and n.endswith("output.log") for n in names), sorted(names)
+    assert any(n.endswith("training_args.bin") and n.startswith("checkpoint-") for n in names)
+    assert any("worker" in c for c in seen), "the scanner never saw the worker"
+    texts = {"stdout": proc.stdout, "stderr": proc.stderr, "argv": "\n".join(seen)}
+    for p in files:
+        texts[str(p)] = p.read_bytes().decode("latin-1")
+    for where, text in texts.items():
+        for planted in (PLANTED_HUB, PLANTED_PROC, "PlantedHub", "PlantedProcessor"):
+            assert planted not in text, f"{planted} found in {where}"
+    # The settings that merely contain "token" are still recorded.
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    assert "mask_pad_token" in manifest["configs"]["collator"]["label_masking"]
