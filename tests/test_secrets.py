@@ -165,7 +165,8 @@ def _scan_cmdlines(stop: threading.Event, seen: list[str]) -> None:
                 cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
             except OSError:
                 continue
-            if "vlmctl" in cmd:
+            # The launcher and the workers; not the user's own `vlmctl train` command line.
+            if "vlmctl.training.worker" in cmd or "accelerate" in cmd:
                 seen.append(cmd)
         time.sleep(0.05)
 

@@ -361,9 +361,14 @@ def _model(cs: ConfigSet) -> list[Finding]:
             )
         )
     if m.model_name_or_path:
+        from vlmctl.config.class_checks import class_problems
         from vlmctl.errors import ConfigError
         from vlmctl.models.resolve import resolve_model
 
+        wrong_class = class_problems(cs)
+        if wrong_class:
+            # resolve_model would add advice (trust_remote_code) that does not apply.
+            return out + wrong_class
         try:
             res = resolve_model(m)
         except ConfigError as exc:
@@ -469,6 +474,151 @@ def _quantized_full(cs: ConfigSet) -> list[Finding]:
     return out
 
 
+def _label_masking(cs: ConfigSet) -> list[Finding]:
+    lm = cs.collator.label_masking
+    if lm.ignore_index == -100:
+        return []
+    # transformers' loss functions (ForCausalLMLoss) and TRL's token accuracy ignore only
+    # -100; any other value would be a real label: masked tokens trained towards that id.
+    return [
+        cs.finding(
+            "error",
+            "collator",
+            "label_masking.ignore_index",
+            f"ignore_index: {lm.ignore_index}: the model's loss ignores only -100; with any "
+            "other value the masked (prompt, media, padding) tokens would be trained",
+            hint="set ignore_index: -100",
+            code="ignore-index",
+        )
+    ]
+
+
+def _padding(cs: ConfigSet) -> list[Finding]:
+    tp = cs.collator.text_processing
+    if tp.padding is not False:
+        return []
+    sizes = [("per_device_train_batch_size", cs.train.per_device_train_batch_size)]
+    ds = cs.collator.dataset
+    if ds.eval_split or ds.eval_size or ds.eval_path:
+        sizes.append(("per_device_eval_batch_size", cs.train.per_device_eval_batch_size))
+    over = [f"{k}: {v}" for k, v in sizes if v > 1]
+    if not over:
+        return []
+    return [
+        cs.finding(
+            "error",
+            "collator",
+            "text_processing.padding",
+            f"padding: false cannot hold with {', '.join(over)}: rows of different lengths "
+            "are stacked into one tensor only by padding them",
+            hint="set padding: true (pad to the longest row of each batch) or "
+            + " and ".join(f"{k}: 1" for k, _ in sizes),
+            code="padding-false",
+        )
+    ]
+
+
+def _no_effect(cs: ConfigSet) -> list[Finding]:
+    c = cs.collator
+    out: list[Finding] = []
+    ip = c.image_processing
+    if ip.resize_mode != "keep_aspect" and ip.max_size is None and c.use_images:
+        out.append(
+            cs.finding(
+                "warning",
+                "collator",
+                "image_processing.resize_mode",
+                f"resize_mode: {ip.resize_mode} has no effect while max_size is null "
+                "(images are not resized)",
+                hint="set max_size (pixels), or resize_mode: keep_aspect",
+                code="no-effect",
+            )
+        )
+    fp = c.video_processing.file_processing
+    if not fp.convert_to_rgb and c.use_video:
+        out.append(
+            cs.finding(
+                "warning",
+                "collator",
+                "video_processing.file_processing.convert_to_rgb",
+                "convert_to_rgb: false has no effect on video: every decoder returns RGB frames",
+                hint="remove the key or set it to true",
+                code="no-effect",
+            )
+        )
+    return out
+
+
+def _peft(cs: ConfigSet) -> list[Finding]:
+    p = cs.peft
+    if p.enabled and p.bias == "all" and p.exclude_vision_modules:
+        return [
+            cs.finding(
+                "error",
+                "peft",
+                "bias",
+                "bias: all trains and saves every bias of the model, the vision tower's and "
+                "the projector's too, although exclude_vision_modules: true keeps them frozen",
+                hint="use bias: lora_only (biases of the adapted language-model layers) or "
+                "none; or set exclude_vision_modules: false",
+                code="bias-all-vision",
+            )
+        ]
+    return []
+
+
+# report_to name -> the modules of which one must be installed (transformers' integrations).
+REPORTERS: dict[str, tuple[str, ...]] = {
+    "azure_ml": ("azureml",),
+    "clearml": ("clearml",),
+    "codecarbon": ("codecarbon",),
+    "comet_ml": ("comet_ml",),
+    "dagshub": ("dagshub",),
+    "dvclive": ("dvclive",),
+    "flyte": ("flytekit",),
+    "kubeflow": ("kubeflow",),
+    "mlflow": ("mlflow",),
+    "neptune": ("neptune",),
+    "swanlab": ("swanlab",),
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "trackio": ("trackio",),
+    "wandb": ("wandb",),
+}
+
+
+def _report_to(cs: ConfigSet) -> list[Finding]:
+    out: list[Finding] = []
+    for name in cs.train.report_to_list():
+        if name == "all":
+            continue
+        if name not in REPORTERS:
+            close = did_you_mean(name, [*REPORTERS, "none", "all"])
+            out.append(
+                cs.finding(
+                    "error",
+                    "train",
+                    "report_to",
+                    f"report_to: {name!r} is not a logging integration of transformers",
+                    hint=f"did you mean {close!r}?"
+                    if close
+                    else f"use none or one of {', '.join(REPORTERS)}",
+                    code="report-to",
+                )
+            )
+        elif not any(importlib.util.find_spec(m) is not None for m in REPORTERS[name]):
+            out.append(
+                cs.finding(
+                    "error",
+                    "train",
+                    "report_to",
+                    f"report_to: {name} is not installed (no module {REPORTERS[name][0]})",
+                    hint=f"pip install {REPORTERS[name][0]}, or remove {name} from report_to",
+                    code="report-to",
+                )
+            )
+    return out
+
+
 _RULES = (
     ({"train"}, _precision),
     ({"collator"}, _media),
@@ -478,4 +628,9 @@ _RULES = (
     ({"train"}, _train),
     ({"collator"}, _masking),
     ({"collator"}, _dataset),
+    ({"collator"}, _label_masking),
+    ({"collator", "train"}, _padding),
+    ({"collator"}, _no_effect),
+    ({"peft"}, _peft),
+    ({"train"}, _report_to),
 )

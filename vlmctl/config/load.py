@@ -218,6 +218,17 @@ def _literal_values(annotation: Any) -> list[Any]:
     return values
 
 
+def _bounds(metadata: Iterable[Any]) -> str:
+    """` >= 0 and < 1` from a field's constraints (a bare `> 0` is already "positive")."""
+    parts = []
+    for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        for m in metadata:
+            bound = getattr(m, attr, None)
+            if bound is not None and not (attr == "gt" and bound == 0):
+                parts.append(f"{sym} {bound}")
+    return (" " + " and ".join(dict.fromkeys(parts))) if parts else ""
+
+
 def _describe_type(annotation: Any, metadata: Iterable[Any]) -> str:
     """`PositiveInt | None` -> 'a positive integer or null'."""
     positive = any(getattr(m, "gt", None) == 0 for m in metadata)
@@ -234,9 +245,9 @@ def _describe_type(annotation: Any, metadata: Iterable[Any]) -> str:
         elif member is bool:
             names.append("true or false")
         elif member is int:
-            names.append("a positive integer" if pos else "an integer")
+            names.append(("a positive integer" if pos else "an integer") + _bounds(meta))
         elif member is float:
-            names.append("a positive number" if pos else "a number")
+            names.append(("a positive number" if pos else "a number") + _bounds(meta))
         elif member is str:
             names.append("a string")
         elif origin is Literal:
@@ -436,7 +447,7 @@ def _train_key_findings(
     data: dict, file: Path, doc: YamlDoc, overrides: Sequence[Override]
 ) -> list[Finding]:
     """A key beyond the typed ones must be a field of the installed TRL SFTConfig."""
-    from vlmctl.config.sft_fields import sft_config_fields
+    from vlmctl.config.sft_fields import sft_config_fields, sft_type_problem
 
     typed = set(TrainConfig.model_fields)
     extra = [k for k in data if k not in typed]
@@ -446,6 +457,22 @@ def _train_key_findings(
     out = []
     for key in extra:
         if key in sft:
+            expected = sft_type_problem(key, data[key])
+            if expected:
+                # SFTConfig would raise a TypeError after launch; say it here, at the key.
+                where, line, col = _locate(file, doc, overrides, "train", (key,))
+                out.append(
+                    Finding(
+                        "error",
+                        f"{key}: expected {expected}, got {_show(data[key])}",
+                        hint=f"the installed TRL SFTConfig declares {key} as {expected}",
+                        file=where,
+                        line=line,
+                        col=col,
+                        key=key,
+                        code="invalid-value",
+                    )
+                )
             continue
         path = (key,)
         where, line, col = _locate(file, doc, overrides, "train", path)

@@ -7,6 +7,7 @@ which model to train, nor how to load it in 4/8 bit).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,6 +29,12 @@ DTYPE_TABLE: dict[str, str] = {
     "torch.float": "float32",
     "auto": "auto",
 }
+
+
+# String device_map values transformers accepts: a strategy, or a torch device.
+DEVICE_MAP_RE = re.compile(
+    r"auto|balanced|balanced_low_0|sequential|(cpu|cuda|mps|xpu|npu|hpu|meta)(:\d+)?"
+)
 
 
 class Strict(BaseModel):
@@ -76,6 +83,17 @@ class LoadingParams(Strict):
     attn_implementation: str | None = Field(
         default=None, description="eager | sdpa | flash_attention_2 | null (library default)."
     )
+
+    @field_validator("device_map")
+    @classmethod
+    def _known_device_map(cls, v: Any) -> Any:
+        # What transformers' from_pretrained takes as a string; "gpu" fails only after launch.
+        if isinstance(v, str) and not DEVICE_MAP_RE.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not a device_map; use auto, balanced, balanced_low_0, sequential, "
+                "cpu, cuda, cuda:N, mps, xpu, a mapping {module: device}, or null"
+            )
+        return v
 
     @field_validator("torch_dtype")
     @classmethod

@@ -7,6 +7,7 @@ LoRA; PEFT's `all-linear` would otherwise wrap them too) and `modules_to_save`.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, PositiveInt, field_validator
@@ -42,6 +43,10 @@ class PeftSettings(Strict):
     def _non_empty(cls, v: str | list[str]) -> str | list[str]:
         if isinstance(v, list) and not v:
             raise ValueError("target_modules is empty; use 'all-linear' or name modules")
+        if isinstance(v, str) and v != "all-linear":
+            squashed = re.sub(r"[\s_\-]+", "", v.lower())
+            if squashed in ("alllinear", "all", "linear", "alllinears"):
+                raise ValueError(f"{v!r} is not a PEFT setting; did you mean 'all-linear'?")
         return v
 
     def lora_kwargs(self) -> dict:

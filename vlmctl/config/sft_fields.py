@@ -59,13 +59,18 @@ def _class_span(text: str, cls_name: str) -> tuple[int, int, int] | None:
 
 def _body_fields(body: str) -> set[str]:
     """Annotated class-level names (4-space indent, outside string literals)."""
-    fields: set[str] = set()
+    return set(_body_annotations(body))
+
+
+def _body_annotations(body: str) -> dict[str, str]:
+    """Annotated class-level names -> annotation text (4-space indent, outside strings)."""
+    fields: dict[str, str] = {}
     in_string: str | None = None
     for line in body.splitlines():
         if in_string is None:
             fm = _FIELD_RE.match(line)
             if fm and "ClassVar" not in fm.group(2) and not fm.group(1).startswith("_"):
-                fields.add(fm.group(1))
+                fields[fm.group(1)] = fm.group(2).split(" = ", 1)[0].strip()
         for quote in re.findall(r'"""|\'\'\'', line):
             if in_string is None:
                 in_string = quote
@@ -74,7 +79,7 @@ def _body_fields(body: str) -> set[str]:
     return fields
 
 
-def _class_fields(module: str, cls_name: str, seen: set[tuple[str, str]]) -> set[str]:
+def _class_fields(module: str, cls_name: str, seen: set[tuple[str, str]]) -> dict[str, str]:
     """Dataclass field names of `module.cls_name` and its bases, read from source.
 
     A line scan of the class body, not `ast.parse` of whole files: transformers'
@@ -82,11 +87,11 @@ def _class_fields(module: str, cls_name: str, seen: set[tuple[str, str]]) -> set
     the module prefix (imports) and the class header go through `ast`.
     """
     if (module, cls_name) in seen:
-        return set()
+        return {}
     seen.add((module, cls_name))
     path = _module_file(module)
     if path is None:
-        return set()
+        return {}
     text = path.read_text(encoding="utf-8")
     span = _class_span(text, cls_name)
     if span is None:
@@ -105,7 +110,7 @@ def _class_fields(module: str, cls_name: str, seen: set[tuple[str, str]]) -> set
             for sib in sorted(path.parent.glob("*.py")):
                 if sib.name != "__init__.py" and needle.search(sib.read_text(encoding="utf-8")):
                     return _class_fields(f"{module}.{sib.stem}", cls_name, seen)
-        return set()
+        return {}
     prefix_end, body_start, body_end = span
     imports: dict[str, tuple[str, str]] = {}
     for node in ast.parse(text[:prefix_end]).body:
@@ -115,15 +120,97 @@ def _class_fields(module: str, cls_name: str, seen: set[tuple[str, str]]) -> set
                 imports[alias.asname or alias.name] = (src, alias.name)
     header_end = text.index("\n", body_start)
     header = ast.parse(text[body_start:header_end].rstrip() + " pass").body[0]
-    fields: set[str] = set()
+    fields: dict[str, str] = {}
     for base in getattr(header, "bases", []):
         if isinstance(base, ast.Name):
             src, name = imports.get(base.id, (module, base.id))
-            fields |= _class_fields(src, name, seen)
-    return fields | _body_fields(text[header_end:body_end])
+            fields.update(_class_fields(src, name, seen))
+    fields.update(_body_annotations(text[header_end:body_end]))  # a subclass's annotation wins
+    return fields
+
+
+@lru_cache(maxsize=1)
+def sft_config_annotations() -> dict[str, str]:
+    """Every field of the installed `trl.SFTConfig` -> its annotation as written in the source."""
+    return _class_fields("trl.trainer.sft_config", "SFTConfig", set())
 
 
 @lru_cache(maxsize=1)
 def sft_config_fields() -> frozenset[str]:
     """Names of every field of the installed `trl.SFTConfig` (empty if TRL is not installed)."""
-    return frozenset(_class_fields("trl.trainer.sft_config", "SFTConfig", set()))
+    return frozenset(sft_config_annotations())
+
+
+_SIMPLE = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "list": "a list",
+    "dict": "a mapping",
+    "None": "null",
+}
+
+
+def _members(annotation: str) -> list[str] | None:
+    """`int | None`, `Optional[int]`, `Union[int, str]` -> their top-level members."""
+    text = annotation.strip().strip("'\"")
+    m = re.fullmatch(r"(?:typing\.)?(Optional|Union)\[(.*)\]", text)
+    if m:
+        inner = _split_top(m.group(2), ",")
+        return inner + (["None"] if m.group(1) == "Optional" else [])
+    return _split_top(text, "|")
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[("
+        depth -= ch in "])"
+        if ch == sep and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur.strip()] if cur.strip() else out
+
+
+def _kind(member: str) -> str | None:
+    base = re.split(r"\[", member, maxsplit=1)[0].strip().removeprefix("typing.")
+    base = {"List": "list", "Dict": "dict", "NoneType": "None"}.get(base, base)
+    return base if base in _SIMPLE else None
+
+
+def _matches(kind: str, value: object) -> bool:
+    if kind == "None":
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, {"str": str, "list": list, "dict": dict}[kind])
+
+
+def sft_type_problem(name: str, value: object) -> str | None:
+    """'an integer' when `value` cannot be SFTConfig's `name`, else None.
+
+    Only plain annotations are judged (int, float, bool, str, list, dict, None and unions of
+    them); an enum, a Literal or a class accepts anything here and is left to the library.
+    """
+    annotation = sft_config_annotations().get(name)
+    if annotation is None:
+        return None
+    members = _members(annotation)
+    if not members:
+        return None
+    kinds = [_kind(m) for m in members]
+    if any(k is None for k in kinds):
+        return None
+    if any(_matches(k, value) for k in kinds):  # type: ignore[arg-type]
+        return None
+    names = [_SIMPLE[k] for k in dict.fromkeys(kinds) if k != "None"]  # type: ignore[index]
+    if "None" in kinds:
+        names.append("null")
+    return " or ".join(names)

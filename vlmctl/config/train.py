@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+)
 
 
 class TrainConfig(BaseModel):
@@ -44,6 +52,17 @@ class TrainConfig(BaseModel):
     report_to: list[str] | str = Field(default_factory=lambda: ["wandb"])
     run_name: str | None = None
     seed: int = 42
+
+    @field_validator("logging_steps", "eval_steps", "save_steps")
+    @classmethod
+    def _steps_or_fraction(cls, v: float | None) -> float | None:
+        # transformers refuses 1.5 after launch ("must be an integer if bigger than 1").
+        if v is not None and v > 1 and not float(v).is_integer():
+            raise ValueError(
+                f"{v} is neither a whole number of steps nor a fraction of training below 1; "
+                f"use {int(v)} or {int(v) + 1} (steps), or a fraction such as 0.1"
+            )
+        return v
 
     def extra_keys(self) -> dict[str, Any]:
         """Keys beyond the typed ones (each must be an SFTConfig field)."""
