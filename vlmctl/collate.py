@@ -458,9 +458,14 @@ class VLMCollator:
         batch["labels"] = padded(tok.labels, pad_label)
         return batch
 
-    def kinds_batch(self, encoded: Sequence[EncodedExample]) -> torch.Tensor:
-        """Token kinds padded like `collate_encoded` pads ids (PAD where padded)."""
-        longest = max(e.length for e in encoded)
+    def kinds_batch(
+        self, encoded: Sequence[EncodedExample], width: int | None = None
+    ) -> torch.Tensor:
+        """Token kinds padded like `collate_encoded` pads ids (PAD where padded).
+
+        `width`: the batch's width (`padding: max_length` pads past the longest row).
+        """
+        longest = max([e.length for e in encoded] + [width or 0])
         out = torch.full((len(encoded), longest), int(TokenKind.PAD), dtype=torch.uint8)
         for i, e in enumerate(encoded):
             out[i, : e.length] = e.kinds
@@ -504,6 +509,8 @@ class VLMCollator:
                 )
                 videos.append(clip.frames)
                 metas.append(clip)
+                # Which decoder read the clips (decord may hand a file to PyAV): said by train.
+                self.stats[f"video_decoder_{clip.backend}"] += 1
         return images, videos, metas
 
     # ------------------------------------------------------------------ chat path

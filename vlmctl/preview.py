@@ -6,7 +6,7 @@ batch, so what is shown is what is trained on. Each token is shown by what happe
 - `trained`: its label is not ignore_index (the answer; also prompt tokens when
   `mask_input_tokens: false`, media tokens when `mask_image_token: false`);
 - `prompt` / `media`: masked because it is prompt text / a media placeholder or marker;
-- `pad`: padding added by the collator.
+- `pad`: padding added by the collator (padding is `trained` when `mask_pad_token: false`).
 `part` keeps the collator's own classification (prompt | answer | media | pad) for programs.
 
 Rows are the dataset file's own rows (`eval_size` is not applied, as in `validate`), and
@@ -79,10 +79,11 @@ def _display(kind: str, ids: list[int], pieces: list[str]) -> str:
 
 
 def _token_kind(part: int, label: int, ignore: int) -> str:
-    if part == 0:
-        return "pad"
+    # Padding with a label (`mask_pad_token: false`) is trained: shown as such.
     if label != ignore:
         return "trained"
+    if part == 0:
+        return "pad"
     return "media" if part == 2 else "prompt"
 
 
@@ -154,7 +155,7 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
                 )
             )
         batch = collator.collate_encoded(kept)
-        kinds = collator.kinds_batch(kept)
+        kinds = collator.kinds_batch(kept, batch["input_ids"].shape[1])
     return _document(cs, res, rows, encoded, kept, batch, kinds, collator)
 
 
@@ -204,7 +205,7 @@ def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
             "original_length": enc.original_length, "truncated": enc.truncated,
             "supervised_tokens": sum(1 for t in tokens if t["kind"] == "trained"),
             "media_tokens": sum(1 for t in tokens if t["part"] == "media"),
-            "padding_tokens": sum(1 for t in tokens if t["kind"] == "pad"),
+            "padding_tokens": sum(1 for t in tokens if t["part"] == "pad"),
             "text": enc.text, "spans": spans, "tokens": tokens,
         })  # fmt: skip
     return {

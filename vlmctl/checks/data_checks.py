@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -558,6 +559,7 @@ def _check_videos(state: _State, ex: Any, add) -> bool:
     from vlmctl.media.video import probe_video
 
     want = state.cfg.video_processing.frame_extraction.num_frames
+    max_duration = state.cfg.video_processing.file_processing.max_duration
     bad = False
     for ref in ex.videos:
         if not isinstance(ref, (str, os.PathLike)):
@@ -569,13 +571,21 @@ def _check_videos(state: _State, ex: Any, add) -> bool:
                 add(f)
             bad = True
             continue
-        if total < want:
+        usable, within = total, ""
+        if max_duration is not None and fps > 0:
+            # Only the first max_duration seconds are sampled (the decoders' own rule).
+            usable = min(total, max(1, math.ceil(max_duration * fps - 1e-6)))
+            if usable < total:
+                within = f" within max_duration={max_duration:g} s"
+        if usable < want:
             add(
                 Finding(
                     "warning",
-                    f"{os.fspath(ref)}: video too short: {total} frames "
-                    f"({duration:.1f} s) for num_frames={want}; frames are repeated",
-                    hint="lower video_processing.frame_extraction.num_frames or drop the clip",
+                    f"{os.fspath(ref)}: video too short: {usable} frames{within} "
+                    f"({duration:.1f} s in all) for num_frames={want}; frames are repeated",
+                    hint="lower video_processing.frame_extraction.num_frames"
+                    + (", raise max_duration" if within else "")
+                    + " or drop the clip",
                     code="video-too-short",
                     extra={"media": os.fspath(ref)},
                 )

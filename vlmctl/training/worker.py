@@ -352,6 +352,16 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         )
     if cuda:
         manifest["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    decoders = {
+        k.removeprefix("video_decoder_"): v
+        for k, v in collator.stats.items()
+        if k.startswith("video_decoder_")
+    }
+    if decoders:
+        say(
+            f"video decoded with {', '.join(f'{k} ({v} clips)' for k, v in decoders.items())}"
+            f" (library: {cs.collator.video_processing.frame_extraction.library})"
+        )
     if collator.stats.get("dropped"):
         say(f"collator dropped {collator.stats['dropped']} rows ({collator.drop_summary()})")
     if stop.signum is not None:
