@@ -48,16 +48,20 @@ NOTES = {
     "video_processing.frame_extraction.library": "decord (recommended), pyav or cv2.",
     "video_processing.frame_extraction.sampling_strategy": "Frames spread evenly.",
     "video_processing.frame_extraction.num_frames": "Frames per video.",
-    "video_processing.file_processing.convert_to_rgb": "Convert frames to RGB.",
-    "text_processing.padding": "Pad the batch (true = longest).",
+    "video_processing.file_processing.convert_to_rgb": "No effect: frames are always RGB "
+    "(validate warns when false).",
+    "text_processing.padding": "true/longest: pad to the longest row; max_length: pad to "
+    "max_length; false: no padding (needs batch size 1).",
     "text_processing.truncation": "Enforce max_length (false = no limit).",
     "text_processing.max_length": "Tokens per row, media tokens included.",
-    "text_processing.add_generation_prompt": "false for training.",
+    "text_processing.add_generation_prompt": "false for training (no effect after an "
+    "assistant turn; validate warns).",
     "label_masking.mask_pad_token": "No loss on padding.",
     "label_masking.mask_image_token": "No loss on image/video tokens.",
     "label_masking.mask_input_tokens": "No loss on the prompt (false: the seed's default, the "
     "prompt is trained too).",
-    "label_masking.ignore_index": "Label value of masked tokens.",
+    "label_masking.ignore_index": "Label value of masked tokens: -100 only (the loss ignores "
+    "no other value; validate refuses others).",
     "per_device_train_batch_size": "Lower it to fit GPU memory.",
     "gradient_accumulation_steps": "Effective batch = batch x accumulation x GPUs.",
     "learning_rate": "VLMs usually take a low learning rate.",
@@ -74,7 +78,8 @@ NOTES = {
     "seed": "Random seed.",
     "per_device_eval_batch_size": "Eval batch size per device.",
     "num_train_epochs": "Epochs.",
-    "bias": "LoRA bias: none, all, lora_only.",
+    "bias": "LoRA bias: none, all, lora_only (all trains vision biases too: refused with "
+    "exclude_vision_modules).",
     "lora_dropout": "Dropout on the LoRA path.",
 }
 

@@ -534,6 +534,20 @@ def _no_effect(cs: ConfigSet) -> list[Finding]:
                 code="no-effect",
             )
         )
+    msgs = c.message_format.training_messages
+    ends_with_answer = c.conversation is not None or (msgs and msgs[-1].role == "assistant")
+    if c.text_processing.add_generation_prompt and ends_with_answer:
+        out.append(
+            cs.finding(
+                "warning",
+                "collator",
+                "text_processing.add_generation_prompt",
+                "add_generation_prompt: true has no effect here: a generation prompt is added "
+                "only after a chat that does not end with the assistant's turn",
+                hint="set it to false for training",
+                code="no-effect",
+            )
+        )
     fp = c.video_processing.file_processing
     if not fp.convert_to_rgb and c.use_video:
         out.append(
