@@ -221,3 +221,9 @@ def test_planted_credentials_leave_no_trace_in_a_finished_run(tmp_path):
     # The settings that merely contain "token" are still recorded.
     manifest = json.loads((run / "vlmctl-run.json").read_text())
     assert "mask_pad_token" in manifest["configs"]["collator"]["label_masking"]
+    # The saved set, given back to train, is the run's settings exactly (minus credentials).
+    again = load_config_set(run / "configs")
+    assert mf.resolved_configs(again) == manifest["configs"]
+    ran = load_config_set(tmp_path / "config", ["train.report_to=[wandb]", "train.save_steps=2",
+                                                "train.save_total_limit=null"])  # fmt: skip
+    assert mf.resolved_configs(again) == mf.resolved_configs(ran)
