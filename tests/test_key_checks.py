@@ -248,3 +248,19 @@ def test_collator_counts_which_decoder_read_the_clips(tmp_path, qwen, library):
     col([{"video": "v.mp4", "question": "q", "answer": "a", "image": None}])
     used = {k: v for k, v in col.stats.items() if k.startswith("video_decoder_")}
     assert used == {f"video_decoder_{library}": 1}, used
+
+
+def test_hub_ids_are_checked_against_the_cached_config(tmp_path, monkeypatch):
+    """A hub id in the local cache: its config.json is read from the cache's layout."""
+    cache = tmp_path / "hub"
+    snap = cache / "models--org--vlm" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (cache / "models--org--vlm" / "refs").mkdir()
+    (cache / "models--org--vlm" / "refs" / "main").write_text("abc123")
+    (snap / "config.json").write_text(
+        '{"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}'
+    )
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    d = _entry_set(tmp_path, "org/vlm", "LlavaForConditionalGeneration", None)  # type: ignore[arg-type]
+    f = one(findings_for(d)[1], "model_class")
+    assert f.code == "class-mismatch" and "qwen2_vl" in f.message
