@@ -1,0 +1,144 @@
+"""The max_length boundary, in the collator and in validate: a row of exactly max_length tokens
+fits; one token more does not. Each policy at L-1, L and L+1 for a row of length L (a `<=` that
+became `<`, or a `>` that became `>=`, changes what is trained and must fail here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _collate_util import cfg, chat, processor
+from _validate_util import make_generated_set
+
+from vlmctl.collate import VLMCollator
+from vlmctl.errors import DataError
+
+ANSWER = "red green blue yellow " * 3
+
+
+def _col(model_dir, max_length: int, policy: str) -> VLMCollator:
+    tp = {"max_length": max_length, "truncation_policy": policy, "truncation": True}
+    c = cfg(text_processing=tp, label_masking={"mask_input_tokens": True})
+    return VLMCollator(processor(model_dir), c, model_type="qwen2_vl")
+
+
+@pytest.fixture(scope="module")
+def qwen(tiny_model_dir):
+    return tiny_model_dir("qwen2_vl")
+
+
+@pytest.fixture(scope="module")
+def full(qwen):
+    """The untruncated encoding of the example row (its length is L)."""
+    return _col(qwen, 100_000, "drop").encode_example(chat([ANSWER]))
+
+
+@pytest.mark.parametrize("policy", ["drop", "truncate_text", "error"])
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_collator_policy_at_l_minus_1_l_and_l_plus_1(qwen, full, policy, delta):
+    length = full.length
+    limit = length + delta
+    col = _col(qwen, limit, policy)
+    over = delta < 0
+    # fits(): the decision validate reports (no row is dropped at or under the limit)
+    assert col.fits(full) is (not over or policy == "truncate_text")
+    if over and policy == "error":
+        with pytest.raises(DataError) as exc:
+            col.encode_example(chat([ANSWER]))
+        assert exc.value.findings[0].code == "row-too-long"
+        return
+    enc = col.encode_example(chat([ANSWER]))
+    if not over:
+        assert enc.drop_reason is None and not enc.truncated
+        assert enc.length == length
+        assert torch.equal(enc.labels, full.labels)
+        assert col.stats["dropped"] == 0 and col.stats["truncated"] == 0
+    elif policy == "drop":
+        assert enc.drop_reason == "too_long" and col.stats["dropped_too_long"] == 1
+    else:  # truncate_text: exactly one token cut, the labels before the cut kept
+        assert enc.drop_reason is None and enc.truncated and enc.length == limit
+        assert torch.equal(enc.labels, full.labels[:limit])
+        assert enc.num_supervised == int((full.labels[:limit] != -100).sum())
+
+
+def test_truncate_text_cut_exactly_at_the_media_end_does_not_cut_media(qwen):
+    """A cut at the first token after the image keeps the row's media whole (the row then has
+    no label left: dropped for that reason); one token earlier cuts the image."""
+    example = chat(["a long answer " * 8])
+    full = _col(qwen, 100_000, "drop").encode_example(example)
+    media_end = max(e for _, e in full.media_spans)
+
+    at = _col(qwen, media_end, "truncate_text")
+    assert at.fits(full) is True
+    assert at.encode_example(example).drop_reason == "no_labels"
+
+    inside = _col(qwen, media_end - 1, "truncate_text")
+    assert inside.fits(full) is False
+    assert inside.encode_example(example).drop_reason == "media_too_long"
+
+
+# --------------------------------------------------------------------------- validate's JSON
+
+
+def _lengths(config) -> dict[int, int]:
+    """Each row's token length, as the collator measures it (the code validate must agree with)."""
+    from vlmctl.config.load import load_config_set
+    from vlmctl.data.dataset import iter_rows, load_splits
+
+    cs = load_config_set(config)
+    loaded = load_splits(cs.collator, cs.dir)
+    col = VLMCollator(processor(cs.model.model_name_or_path), cs.collator, loaded.media_dirs)
+    return {i: col.encode_row(row, i).length for i, row in iter_rows(loaded.train)}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, qwen):
+    root = tmp_path_factory.mktemp("bounds")
+    config = make_generated_set(root, qwen, faults=False, n=10)
+    return config, _lengths(config)
+
+
+def _set_limit(config, limit: int, policy: str) -> None:
+    path = config / "vlm_collator_config.yaml"
+    text = path.read_text().splitlines()
+    text = [
+        f"  max_length: {limit}"
+        if ln.startswith("  max_length:")
+        else f'  truncation_policy: "{policy}"'
+        if ln.startswith("  truncation_policy:")
+        else ln
+        for ln in text
+    ]
+    path.write_text("\n".join(text) + "\n")
+
+
+LENGTH_CODES = {"row-too-long", "row-text-cut", "media-span-cut", "no-supervised-tokens"}
+
+
+@pytest.mark.parametrize("policy", ["drop", "truncate_text", "error"])
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_validate_reports_exactly_the_rows_over_max_length(generated, policy, delta):
+    import json
+
+    from typer.testing import CliRunner
+
+    from vlmctl.cli import app
+
+    config, lengths = generated
+    longest = max(lengths.values())
+    at_max = {i for i, n in lengths.items() if n == longest}
+    limit = longest + delta
+    _set_limit(config, limit, policy)
+    r = CliRunner().invoke(app, ["validate", str(config), "--format", "json"])
+    doc = json.loads(r.stdout)
+    s = doc["config_sets"][0]
+    flagged = {
+        f["row"] for f in s["findings"] if f["row"] is not None and f["code"] in LENGTH_CODES
+    }
+    over = {i for i, n in lengths.items() if n > limit}
+    assert over == (at_max if delta < 0 else set())
+    assert flagged == over
+    trunc = s["data"]["truncation"]
+    assert trunc["over_max_length"] == len(over)
+    counted = {"drop": "dropped_too_long", "error": "errors", "truncate_text": "cut_text"}[policy]
+    assert trunc[counted] == len(over)
+    assert r.exit_code == (1 if over and policy == "error" else 0)

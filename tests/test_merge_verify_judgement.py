@@ -1,0 +1,81 @@
+"""Merge's verify decision: figures that must fail do fail, and a deliberately wrong merge (the
+LoRA delta doubled) exits 1 and writes no output folder. A loosened tolerance or a verify that
+always passes would write and report a wrong model as verified."""
+
+from __future__ import annotations
+
+import pytest
+from test_merge import cli, make_run, stderr_of
+
+from vlmctl.merging import judge
+
+
+def _figures(dlogit: float, top1: float = 1.0, scale: float = 10.0, base_dlogit: float = 0.5):
+    return {
+        "adapter_vs_merged": {
+            "max_abs_dlogit": dlogit,
+            "top1_agreement": top1,
+            "tokens": 100,
+            "max_abs_logit": scale,
+        },
+        "merged_vs_base": {"max_abs_dlogit": base_dlogit},
+    }
+
+
+@pytest.mark.parametrize(
+    ("dlogit", "top1", "scale", "passed"),
+    [
+        (0.0, 1.0, 10.0, True),
+        (0.01, 1.0, 10.0, True),  # exactly 1e-3 * max |logit|
+        (0.0101, 1.0, 10.0, False),  # just over the tolerance
+        (0.02, 1.0, 10.0, False),
+        (0.001, 1.0, 0.5, True),  # small logits: the tolerance floor is 1e-3
+        (0.0011, 1.0, 0.5, False),
+        (0.0, 0.99, 10.0, False),  # fp32 needs every top-1 to agree
+    ],
+)
+def test_fp32_judgement(dlogit, top1, scale, passed):
+    ok, noop = judge(_figures(dlogit, top1, scale), "float32")
+    assert ok is passed
+    assert noop is False
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize(
+    ("top1", "passed"), [(1.0, True), (0.9, True), (0.89, False), (0.5, False)]
+)
+def test_half_precision_judgement(dtype, top1, passed):
+    ok, _ = judge(_figures(5.0, top1), dtype)
+    assert ok is passed
+
+
+@pytest.mark.parametrize(("base_dlogit", "noop"), [(0.0, True), (1e-9, False), (0.3, False)])
+def test_noop_is_exactly_equal_logits(base_dlogit, noop):
+    assert judge(_figures(0.0, base_dlogit=base_dlogit), "float32")[1] is noop
+
+
+@pytest.mark.parametrize("factor", [2.0, 1.05])
+def test_a_wrong_merge_fails_verify_and_writes_nothing(
+    tiny_model_dir, tmp_path, monkeypatch, factor
+):
+    """The streamed merge's own arithmetic, made wrong on purpose: delta * factor."""
+    import vlmctl.merging as merging
+
+    run = make_run(tiny_model_dir("qwen2_vl"), tmp_path / "run", "qwen2_vl")
+    right = merging.merge_lora_tensor
+
+    def wrong(weight, layer, out_dtype):
+        w = weight.to(out_dtype)
+        return (w + (right(weight, layer, out_dtype) - w) * factor).to(out_dtype)
+
+    monkeypatch.setattr(merging, "merge_lora_tensor", wrong)
+    result = cli(str(run), "--low-memory", "--dtype", "fp32")
+    assert result.exit_code == 1, result.output
+    assert "verify failed" in stderr_of(result)
+    assert not (run / "merged").exists()
+    assert not list(run.glob(".merged*"))
+
+    monkeypatch.setattr(merging, "merge_lora_tensor", right)
+    result = cli(str(run), "--low-memory", "--dtype", "fp32")
+    assert result.exit_code == 0, stderr_of(result)
+    assert (run / "merged" / "merge-report.json").is_file()
