@@ -36,3 +36,39 @@ def tiny_model_dir(tmp_path_factory):
         return cache[family]
 
     return get
+
+
+# --------------------------------------------------------------------------- the real-file tiers
+# Tests that read ../shared/data (real datasets) or ../shared/real-models (real model files)
+# skip with a reason when those folders are absent. So that an absent folder cannot pass for a
+# green run: the skip count is said in the summary, and VLMCTL_REQUIRE_REALDATA=1 (set by
+# .ci/run under CI) turns an absent folder into an error before any test runs.
+
+from pathlib import Path  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_TIERS = {"data": SHARED / "data", "real-models": SHARED / "real-models"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse to run without the real-file tiers when the environment requires them."""
+    if os.environ.get("VLMCTL_REQUIRE_REALDATA") != "1":
+        return
+    missing = [str(p) for p in REAL_TIERS.values() if not p.is_dir()]
+    if missing:
+        raise pytest.UsageError(
+            f"VLMCTL_REQUIRE_REALDATA=1 but {', '.join(missing)} is absent: the real-file test "
+            "tier would be skipped (put shared/ beside the checkout, or unset the variable)"
+        )
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say how many tests the absent real-file tiers skipped, next to pytest's own counts."""
+    reasons = [str(getattr(r, "longrepr", "")) for r in terminalreporter.stats.get("skipped", [])]
+    for name, path in REAL_TIERS.items():
+        n = sum(1 for reason in reasons if str(path) in reason)
+        if n:
+            terminalreporter.write_line(
+                f"real-file tier: {n} tests skipped because {path} is absent "
+                f"(shared/{name}; VLMCTL_REQUIRE_REALDATA=1 makes that an error)"
+            )

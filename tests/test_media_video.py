@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import av  # a hard dependency of vlmctl: a missing PyAV must fail here, not skip
 import numpy as np
 import pytest
 
 from vlmctl.errors import ConfigError, DataError
 from vlmctl.media import video as video_mod
 from vlmctl.media.video import VideoClip, load_video_frames, probe_video, sample_indices
-
-av = pytest.importorskip("av", reason="PyAV is a hard dependency; without it nothing here runs")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HAS_DECORD = importlib.util.find_spec("decord") is not None
