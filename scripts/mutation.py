@@ -1,0 +1,248 @@
+"""Mutation score of the code where a silent bug changes what is trained or written.
+
+Runs mutmut (a maintained mutation tester: `pip install mutmut==3.8.1`) over named functions
+only, each with the tests that guard it, in a throw-away copy of the checkout, and prints a
+table: mutants, killed, survived, timed out, score per target; then every survivor as a diff.
+Not part of the default test run (minutes per target). Run it before resolving an issue that
+touches these functions, and record the table in BENCHMARKS.md.
+
+    python scripts/mutation.py                 # every target
+    python scripts/mutation.py length judge    # the targets whose name starts with these
+    python scripts/mutation.py --list          # the targets and their tests
+
+A target is (file, mutmut name globs, pytest arguments). mutmut names a function
+`vlmctl.<module>.x_<func>__mutmut_<n>` and a method `vlmctl.<module>.xǁ<Class>ǁ<meth>__mutmut_<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    file: str
+    globs: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+TARGETS = (
+    Target(
+        "length-policy",
+        "vlmctl/collate.py",
+        (
+            "vlmctl.collate.xǁVLMCollatorǁ_apply_length_policy__mutmut_*",
+            "vlmctl.collate.xǁVLMCollatorǁfits__mutmut_*",
+        ),
+        ("tests/test_length_boundaries.py", "tests/test_collate_truncation.py"),
+    ),
+    Target(
+        "validate-length",
+        "vlmctl/checks/data_checks.py",
+        ("vlmctl.checks.data_checks.x__apply_policy__mutmut_*",),
+        ("tests/test_length_boundaries.py", "-k", "validate"),
+    ),
+    Target(
+        "label-masking",
+        "vlmctl/collate.py",
+        ("vlmctl.collate.xǁVLMCollatorǁ_labels_np__mutmut_*",),
+        ("tests/test_collate_masking.py",),
+    ),
+    Target(
+        "template-spans",
+        "vlmctl/collate.py",
+        (
+            "vlmctl.collate.xǁVLMCollatorǁ_assistant_char_spans_many__mutmut_*",
+            "vlmctl.collate.x__expanded_spans__mutmut_*",
+        ),
+        ("tests/test_collate_masking.py", "tests/test_chat.py"),
+    ),
+    Target(
+        "merge-verify",
+        "vlmctl/merging.py",
+        ("vlmctl.merging.x_judge__mutmut_*", "vlmctl.merging.x_compare__mutmut_*"),
+        ("tests/test_merge_verify_judgement.py",),
+    ),
+    Target(
+        "merge-atomic",
+        "vlmctl/merging.py",
+        ("vlmctl.merging.x_atomic_folder__mutmut_*", "vlmctl.merging.x__sweep_stale__mutmut_*"),
+        ("tests/test_merge.py", "-k", "exists or exception or killed or replace"),
+    ),
+    Target(
+        "yaml-positions",
+        "vlmctl/config/yamlio.py",
+        ("vlmctl.config.yamlio.x__plain__mutmut_*", "vlmctl.config.yamlio.x__mark__mutmut_*"),
+        ("tests/test_yaml_list_positions.py", "tests/test_config_yamlio.py"),
+    ),
+    Target(
+        "manifest-secrets",
+        "vlmctl/training/manifest.py",
+        ("vlmctl.training.manifest.x_*__mutmut_*",),
+        ("tests/test_train.py", "-k", "secret or manifest or token"),
+    ),
+    Target(
+        "resume-checkpoint",
+        "vlmctl/training/run.py",
+        (
+            "vlmctl.training.run.x_*checkpoint*__mutmut_*",
+            "vlmctl.training.run.x_*resume*__mutmut_*",
+        ),
+        ("tests/test_train.py", "-k", "resume or checkpoint"),
+    ),
+)
+
+
+def _copy_checkout(dest: Path) -> None:
+    """The tracked files (with uncommitted edits) of this checkout: mutmut writes `mutants/`."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
+    ).stdout.split(b"\0")
+    for raw in files:
+        if not raw:
+            continue
+        rel = raw.decode()
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def _write_setup_cfg(dest: Path, target: Target) -> None:
+    """mutmut reads its settings from setup.cfg; list values go one per continuation line."""
+    tests = [t for t in target.tests if t.startswith("tests/")]
+    extra = [t for t in target.tests if not t.startswith("tests/")]
+    args = ["-p", "no:warnings", "-p", "no:cacheprovider", *extra]
+
+    def listing(values: list[str]) -> str:
+        return "".join(f"\n    {v}" for v in values)
+
+    (dest / "setup.cfg").write_text(
+        "[mutmut]\n"
+        "source_paths=vlmctl\n"
+        f"only_mutate={target.file}\n"
+        f"pytest_add_cli_args_test_selection={listing(tests)}\n"
+        f"pytest_add_cli_args={listing(args)}\n"
+    )
+
+
+def _results(workdir: Path, env: dict) -> dict[str, str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    status = {}
+    for line in out.splitlines():
+        name, sep, state = line.strip().rpartition(": ")
+        if sep:
+            status[name] = state
+    return status
+
+
+def _matches(name: str, globs: tuple[str, ...]) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, g) for g in globs)
+
+
+def run_target(target: Target, timeout: float) -> dict:
+    """Mutate one target in a fresh copy; return its counts and survivors."""
+    with tempfile.TemporaryDirectory(prefix=f"vlmctl-mut-{target.name}-") as tmp:
+        work = Path(tmp)
+        _copy_checkout(work)
+        _write_setup_cfg(work, target)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="offline")
+        started = time.monotonic()
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "mutmut", "run", *target.globs],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                timeout=timeout,
+            )
+            finished = True
+        except subprocess.TimeoutExpired:
+            finished = False
+        status = {n: s for n, s in _results(work, env).items() if _matches(n, target.globs)}
+        survivors = sorted(n for n, s in status.items() if s == "survived")
+        diffs = {
+            n: subprocess.run(
+                [sys.executable, "-m", "mutmut", "show", n],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+            ).stdout
+            for n in survivors
+        }
+    checked = {n: s for n, s in status.items() if s != "not checked"}
+    counts = {s: sum(1 for v in checked.values() if v == s) for s in set(checked.values())}
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    return {
+        "target": target.name,
+        "mutants": len(status),
+        "checked": len(checked),
+        "killed": counts.get("killed", 0),
+        "timeout": counts.get("timeout", 0),
+        "survived": len(survivors),
+        "other": len(checked) - killed - len(survivors),
+        "score": killed / len(checked) if checked else float("nan"),
+        "finished": finished,
+        "seconds": round(time.monotonic() - started),
+        "survivors": diffs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("targets", nargs="*", help="target name prefixes (default: all)")
+    ap.add_argument("--list", action="store_true", help="list the targets and exit")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per target")
+    args = ap.parse_args(argv)
+    chosen = [t for t in TARGETS if not args.targets or t.name.startswith(tuple(args.targets))]
+    if args.list:
+        for t in chosen:
+            print(f"{t.name:18} {t.file:30} {' '.join(t.tests)}")
+        return 0
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("error: mutmut is not installed (fix: pip install mutmut==3.8.1)", file=sys.stderr)
+        return 2
+    rows = []
+    for t in chosen:
+        print(f"== {t.name}: {t.file} ({' '.join(t.tests)})", flush=True)
+        rows.append(run_target(t, args.timeout))
+    print()
+    print("| target | mutants | checked | killed | timeout | survived | other | score | s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        done = "" if r["finished"] else " (unfinished)"
+        print(
+            f"| {r['target']}{done} | {r['mutants']} | {r['checked']} | {r['killed']} | "
+            f"{r['timeout']} | {r['survived']} | {r['other']} | {r['score']:.0%} | {r['seconds']} |"
+        )
+    for r in rows:
+        for name, diff in r["survivors"].items():
+            print(f"\n--- survivor {name}\n{diff.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
