@@ -104,6 +104,13 @@ TARGETS = (
 )
 
 
+# What the tests read beside the package (mutmut runs them inside its `mutants/` copy).
+ALSO_COPY = [
+    "templates", "examples", "docs", "scripts", "benchmarks", "docker", ".ci", "README.md",
+    "BENCHMARKS.md", ".pre-commit-hooks.yaml", ".dockerignore",
+]  # fmt: skip
+
+
 def _copy_checkout(dest: Path) -> None:
     """The tracked files (with uncommitted edits) of this checkout: mutmut writes `mutants/`."""
     files = subprocess.run(
@@ -134,6 +141,7 @@ def _write_setup_cfg(dest: Path, target: Target) -> None:
         f"only_mutate={target.file}\n"
         f"pytest_add_cli_args_test_selection={listing(tests)}\n"
         f"pytest_add_cli_args={listing(args)}\n"
+        f"also_copy={listing(ALSO_COPY)}\n"
     )
 
 
