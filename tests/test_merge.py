@@ -294,20 +294,36 @@ def test_zero_adapter_is_refused_unless_allowed(qwen, tmp_path):
 
 def test_existing_output_is_refused_then_replaced_with_force(qwen_run, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    result = cli(str(qwen_run), "-o", str(out), "--no-verify")
+    assert result.exit_code == 0, stderr_of(result)
+    first = (out / "model.safetensors").stat().st_mtime_ns
     started = time.monotonic()
     result = cli(str(qwen_run), "-o", str(out))
     assert result.exit_code == 1
     lines = [ln for ln in stderr_of(result).splitlines() if ln.strip()]
     assert len(lines) == 1 and "already exists" in lines[0] and "--force" in lines[0]
     assert time.monotonic() - started < 5  # refused before any model is loaded
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
     result = cli(str(qwen_run), "-o", str(out), "--force", "--no-verify")
     assert result.exit_code == 0, stderr_of(result)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").stat().st_mtime_ns != first  # replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .old / .tmp left
+
+
+def test_force_never_replaces_a_folder_merge_did_not_write(qwen_run, tmp_path):
+    """`--force` replaces a previous merge output, not a thesis or a config set."""
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("mine")
+    started = time.monotonic()
+    result = cli(str(qwen_run), "-o", str(out), "--force", "--no-verify")
+    assert result.exit_code == 1
+    lines = [ln for ln in stderr_of(result).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "not written by vlmctl merge" in lines[0], lines
+    assert str(out) in lines[0] and "Traceback" not in stderr_of(result)
+    assert time.monotonic() - started < 5
+    assert [p.name for p in out.iterdir()] == ["chapter1.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
 
 
 def test_an_exception_mid_merge_leaves_nothing(qwen_run, tmp_path, monkeypatch):

@@ -34,6 +34,7 @@ from vlmctl.errors import Finding, UsageError, VlmctlError
 from vlmctl.training.manifest import MANIFEST
 
 REPORT_NAME = "merge-report.json"
+MERGE_MARKER = ".vlmctl-merged"  # in every merge output: what `--force` may replace
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -337,6 +338,17 @@ def plan_merge(opts: MergeOptions) -> MergePlan:
                 hint="pass --force to replace it, or --output elsewhere",
             )
         )
+    if output.exists() and not written_by_merge(output):
+        # --force replaces what vlmctl merge wrote, never any folder at all.
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"--force: {output} was not written by vlmctl merge (no {MERGE_MARKER} or "
+                f"{REPORT_NAME}); refusing to replace it",
+                hint="choose another --output, or empty or remove that folder yourself",
+                code="output-not-ours",
+            )
+        )
 
     processor_dir = next(
         (d for d in (source, run_dir) if d is not None and _has_processor(d)), None
@@ -377,6 +389,7 @@ def atomic_folder(target: Path, force: bool) -> Iterator[Path]:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is a normal folder
     (tmp / ".vlmctl-merge.pid").write_text(str(os.getpid()))
+    (tmp / MERGE_MARKER).write_text("written by vlmctl merge; --force may replace this folder\n")
     try:
         yield tmp
         (tmp / ".vlmctl-merge.pid").unlink(missing_ok=True)
@@ -399,6 +412,15 @@ def atomic_folder(target: Path, force: bool) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def written_by_merge(folder: Path) -> bool:
+    """True for a folder `vlmctl merge` wrote (its marker or report), or an empty one."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if not any(folder.iterdir()):
+        return True
+    return (folder / MERGE_MARKER).is_file() or (folder / REPORT_NAME).is_file()
 
 
 def _sweep_stale(target: Path) -> None:
