@@ -1096,3 +1096,35 @@ def _summarise(
                 code="all-rows-dropped",
             )
         )
+
+
+def check_media(cs: Any) -> list[Finding]:
+    """`train`'s pre-flight: validate's row checks without the processor, on every row.
+
+    Rows that cannot become an example, and media that is missing, unreadable, truncated or
+    not an image/video, each named by row index (the file's own rows, as `validate` says).
+    No processor is loaded (that costs the worker's start-up); errors only.
+    """
+    from vlmctl.data.dataset import iter_rows
+
+    findings: list[Finding] = []
+    with private_datasets_cache():
+        data, _kind = _load_data(cs, findings)
+        if data is None:
+            return [f for f in findings if f.severity == "error"]
+        if any(f.severity == "error" for f in column_findings(cs, list(data.train.column_names))):
+            return []  # the config checks report the mapping; nothing row-level to add
+        col = _Collector()
+        splits = [("train", data.train)] + ([("eval", data.eval)] if data.eval is not None else [])
+        with quiet_transformers():
+            for split, ds in splits:
+                state = _State(
+                    cfg=cs.collator, media_dirs=data.media_dirs, collator=None, split=split
+                )
+                for r in run_rows(state, iter_rows(ds), 1):
+                    if r.fatal:
+                        return [f for f in r.fatal if f.severity == "error"]
+                    col.add(r, stats=split == "train")
+        del data
+    found = col.findings + col.overflow_findings()
+    return [f for f in found if f.severity == "error"]

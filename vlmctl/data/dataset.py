@@ -529,11 +529,15 @@ def _rows(ds: Any) -> int | None:
         return None
 
 
-def load_splits(cfg, config_dir: Path, *, seed: int = DEFAULT_SEED) -> LoadedData:
+def load_splits(
+    cfg, config_dir: Path, *, seed: int = DEFAULT_SEED, row_index_column: str | None = None
+) -> LoadedData:
     """Load `cfg.dataset` -> train split, optional eval split, media folders, a description.
 
     Paths are relative to `config_dir`. Raises DataError (one clear line) for a missing file or
     split, an empty dataset, an unreadable file, or a hub id that cannot be loaded.
+    `row_index_column` (train): each row's index in its file, added before any eval split is
+    carved out, so an error during training names the row `validate` would name.
     """
     ds_cfg = cfg.dataset
     config_dir = Path(config_dir)
@@ -559,6 +563,10 @@ def load_splits(cfg, config_dir: Path, *, seed: int = DEFAULT_SEED) -> LoadedDat
         eval_note = f"eval: split {ds_cfg.eval_split!r}, {_rows(eval_ds)} rows"
 
     n = _rows(train)
+    if row_index_column and n:
+        train = train.add_column(row_index_column, list(range(n)))
+        if eval_ds is not None and _rows(eval_ds):
+            eval_ds = eval_ds.add_column(row_index_column, list(range(_rows(eval_ds))))
     if n == 0:
         raise _err(
             f"the {ds_cfg.train_split!r} split has no rows",

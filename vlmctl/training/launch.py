@@ -37,6 +37,8 @@ PRESETS: tuple[str, ...] = (
 )
 WORKER_MODULE = "vlmctl.training.worker"
 DEFAULT_PORT = 29500
+# The pid of `vlmctl train`, in the launcher's and workers' environment: they exit if it died.
+PARENT_ENV = "VLMCTL_TRAIN_PID"
 
 Launcher = Callable[[list[str], Mapping[str, str]], int]
 
@@ -131,9 +133,14 @@ def subprocess_launcher(
     started, the whole launch group gets the signal (there is nothing to save yet). A second
     signal is forwarded again (the worker then stops without saving).
     """
-    proc = subprocess.Popen(argv, env=dict(env), start_new_session=True, stdout=stdout)
+    parent = os.getpid()
+    launched: list[subprocess.Popen] = []
+    pending: list[int] = []
 
     def forward(signum, _frame):
+        if not launched:  # the signal came while the launcher was being started
+            pending.append(signum)
+            return
         pids = _worker_pids(status_dir)
         if pids:
             for pid in pids:
@@ -143,12 +150,23 @@ def subprocess_launcher(
                     pass
         else:
             try:
-                os.killpg(proc.pid, signum)
+                os.killpg(launched[0].pid, signum)
             except ProcessLookupError:
                 pass
 
+    # Installed before the launcher starts: a SIGTERM in between must not kill vlmctl alone.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        proc = subprocess.Popen(
+            argv,
+            env={**env, PARENT_ENV: str(parent)},
+            start_new_session=True,
+            stdout=stdout,
+            preexec_fn=(lambda: die_with_parent(parent)) if sys.platform == "linux" else None,
+        )
+        launched.append(proc)
+        for signum in pending:
+            forward(signum, None)
         while True:
             try:
                 return proc.wait()
@@ -157,6 +175,43 @@ def subprocess_launcher(
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def die_with_parent(parent: int | None = None, signum: int = signal.SIGKILL) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux; else a no-op).
+
+    Why: the launcher runs in a session of its own (so a terminal Ctrl-C reaches vlmctl
+    only), which also means nothing stops it, or the workers it starts, when `vlmctl train`
+    is killed with SIGKILL: they kept training into a folder a new run could then use.
+    The launcher gets this before exec (vlmctl passes its pid), each worker at its start.
+    `parent` is the pid that must still be alive (the one that died before this call).
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        return
+    if parent is not None and not _pid_alive(parent):
+        os._exit(128 + int(signum))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def exit_code_of(code: int) -> int:
+    """A process exit status as a shell reports it: a signal N (negative) becomes 128 + N."""
+    return 128 - code if code < 0 else code
 
 
 def _worker_pids(status_dir: Path | None) -> list[int]:
@@ -196,4 +251,6 @@ def run_launch(
     status = read_exit_status(status_dir)
     if status is not None and "exit_code" in status:
         return int(status["exit_code"])
-    return int(code)
+    # The launcher itself stopped by a signal (SIGTERM to the whole group before a worker
+    # ran): 143 as documented, not Python's -15 wrapped to 241.
+    return exit_code_of(int(code))

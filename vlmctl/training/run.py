@@ -71,8 +71,46 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def is_used(output_dir: Path) -> bool:
-    """A folder with anything in it is a used output folder."""
-    return output_dir.is_dir() and any(output_dir.iterdir())
+    """A folder with anything in it (its lock file aside) is a used output folder."""
+    from vlmctl.training.rundir import entries
+
+    return bool(entries(output_dir))
+
+
+def _inputs(cs) -> list[tuple[str, Path]]:
+    """(what, local path) of everything a run reads: configs, dataset, media roots, model."""
+    out = [("the config folder", Path(cs.dir))]
+    path = cs.collator.dataset.path
+    if path and not str(path).startswith(("hf://", "http://", "https://")):
+        p = Path(str(path)).expanduser()
+        p = p if p.is_absolute() else Path(cs.dir) / p
+        if p.exists():
+            out.append(("the dataset", p))
+    roots = cs.collator.dataset.media_root
+    for root in [roots] if isinstance(roots, str) else list(roots or []):
+        p = Path(str(root)).expanduser()
+        out.append(("a media_root", p if p.is_absolute() else Path(cs.dir) / p))
+    model = Path(cs.model_location())
+    if model.exists():
+        out.append(("the model", model))
+    return out
+
+
+def _check_inputs_outside(cs, output_dir: Path) -> None:
+    """--overwrite must not delete what the run is about to read."""
+    for what, path in _inputs(cs):
+        p = path.resolve()
+        if p == output_dir or p.is_relative_to(output_dir):
+            raise UsageError(
+                Finding(
+                    "error",
+                    f"--overwrite: {what} ({p}) is inside the output folder {output_dir}; "
+                    "refusing to delete it",
+                    hint="copy the configs (or data) out of the run folder first, or choose "
+                    "another --output-dir",
+                    code="input-in-output",
+                )
+            )
 
 
 def _cli_overrides(req: TrainRequest) -> list[str]:
@@ -253,20 +291,12 @@ def check_ready_to_train(cs) -> None:
         raise ConfigError(problems)
 
 
-def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
-    """Check the config set and the output folder; build the launch. Changes nothing on disk.
+def check_output_dir(req: TrainRequest, output_dir: Path) -> tuple[Path | None, list[str]]:
+    """(checkpoint to resume from, notes) or a one-line error: the output folder's rules.
 
-    Raises ConfigError (every config problem) or UsageError (flags, used output folder).
+    Run once when planning and again once the folder is locked (another run may have
+    written it in between).
     """
-    from vlmctl.config.load import load_config_set
-
-    overrides = _cli_overrides(req)
-    cs = load_config_set(req.config_dir, overrides)
-    output_dir = (req.output_dir or cs.output_dir).expanduser().resolve()
-    if req.resume and req.overwrite:
-        raise UsageError(
-            Finding("error", "--resume and --overwrite contradict each other", hint="pick one")
-        )
     resume_from: Path | None = None
     notes: list[str] = []
     if req.resume == "auto":
@@ -302,6 +332,97 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
                 hint="empty it yourself or choose another --output-dir",
             )
         )
+    return resume_from, notes
+
+
+def _remote_code_finding(cs) -> Finding | None:
+    """A model that needs its own code (auto_map, type unknown to transformers) while
+    trust_remote_code is off: the worker would fail after start-up; say it now."""
+    import json
+
+    from vlmctl.models.resolve import resolve_model
+
+    try:
+        res = resolve_model(cs.model)
+    except VlmctlError as exc:
+        return exc.findings[0]
+    if res.source == "remote_code" or res.trust_remote_code:
+        return None
+    loc = Path(cs.model_location())
+    config_path: Path | None = loc / "config.json" if loc.is_dir() else None
+    if config_path is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(res.model_id), "config.json", cs.model.revision)
+            config_path = Path(cached) if isinstance(cached, str) else None
+        except Exception:  # noqa: BLE001 - a malformed id is the loader's to report
+            config_path = None
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path else {}
+    except (OSError, ValueError):
+        return None  # the loader reports an unreadable config with its own words
+    if not isinstance(config, dict) or not config.get("auto_map"):
+        return None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("model_type") in CONFIG_MAPPING_NAMES:
+        return None  # native in transformers: its auto_map is not needed
+    return cs.finding(
+        "error",
+        "model",
+        "model_name_or_path",
+        f"model {cs.model.model_name_or_path!r} ships its own Python code (auto_map, model_type "
+        f"{config.get('model_type')!r} unknown to transformers) and trust_remote_code is off",
+        hint="set loading_params.trust_remote_code: true (and processor_params) if you trust "
+        "that code, or pick a transformers-native model",
+        code="remote-code-off",
+    )
+
+
+def preflight(cs) -> None:
+    """What `validate` can find cheaply, checked before a worker starts (and before any
+    folder is made): remote code without trust, and every row's media (reusing validate's
+    row checks without the processor). Raises with every problem, each with its row."""
+    from vlmctl.checks.data_checks import check_media
+    from vlmctl.errors import ConfigError, DataError
+
+    remote = _remote_code_finding(cs)
+    if remote is not None:
+        raise ConfigError([remote])
+    problems = check_media(cs)
+    if problems:
+        raise DataError(problems)
+
+
+def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
+    """Check the config set and the output folder; build the launch. Changes nothing on disk.
+
+    Raises ConfigError (every config problem) or UsageError (flags, used output folder).
+    """
+    from vlmctl.config.load import load_config_set
+
+    overrides = _cli_overrides(req)
+    cs = load_config_set(req.config_dir, overrides)
+    output_dir = (req.output_dir or cs.output_dir).expanduser().resolve()
+    if req.resume and req.overwrite:
+        raise UsageError(
+            Finding("error", "--resume and --overwrite contradict each other", hint="pick one")
+        )
+    from vlmctl.training.rundir import is_locked
+
+    if is_locked(output_dir):
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"output folder {output_dir} is in use by another vlmctl train",
+                hint="wait for it to finish (or stop it), or choose another --output-dir",
+                code="output-locked",
+            )
+        )
+    resume_from, notes = check_output_dir(req, output_dir)
+    if req.overwrite:
+        _check_inputs_outside(cs, output_dir)
 
     gpus = ln.detect_gpu_count() if gpu_count is None else gpu_count
     preset, nproc, pnotes = pick_preset(req, gpus)
@@ -357,19 +478,62 @@ def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
         shutil.rmtree(plan.status_dir, ignore_errors=True)
         print(shlex.join(plan.argv))
         return 0
+    from vlmctl.training import rundir
+
+    lock = None
     try:
-        # Before --overwrite removes anything: a run that cannot start must lose nothing.
+        # Before --overwrite removes anything: a run that cannot start must lose nothing,
+        # and leaves no folder behind (a plain rerun then works).
         check_ready_to_train(plan.config_set)
+        preflight(plan.config_set)
+        created = not plan.output_dir.exists()
+        try:
+            lock = rundir.RunLock(plan.output_dir).acquire()
+            # Another run may have used the folder since it was planned.
+            resume_from, _ = check_output_dir(req, plan.output_dir)
+        except VlmctlError:
+            if lock is not None and created and not rundir.entries(plan.output_dir):
+                shutil.rmtree(plan.output_dir, ignore_errors=True)
+            raise
+        if resume_from != plan.resume_from:
+            raise VlmctlError(
+                Finding(
+                    "error",
+                    f"output folder {plan.output_dir} changed while this run started "
+                    f"(another run?): newest checkpoint now {resume_from}",
+                    hint="rerun the command",
+                )
+            )
     except VlmctlError:
+        if lock is not None:
+            lock.release()
         shutil.rmtree(plan.status_dir, ignore_errors=True)
         raise
-    if req.overwrite and is_used(plan.output_dir):
-        shutil.rmtree(plan.output_dir)
-        print(f"vlmctl: --overwrite: removed {plan.output_dir}", file=sys.stderr)
-    if plan.resume_from is not None:
-        print(f"vlmctl: resuming from {plan.resume_from}", file=sys.stderr)
-    print(f"vlmctl: launching ({plan.preset}) -> {plan.output_dir}", file=sys.stderr, flush=True)
     try:
+        if req.overwrite and is_used(plan.output_dir):
+            removed, kept = rundir.remove_owned(plan.output_dir)
+            print(
+                f"vlmctl: --overwrite: removed from {plan.output_dir}: {', '.join(removed)}",
+                file=sys.stderr,
+            )
+            if kept:
+                print(
+                    f"vlmctl: --overwrite: kept (not written by vlmctl train): {', '.join(kept)}",
+                    file=sys.stderr,
+                )
+        partial = rundir.remove_partial_checkpoints(plan.output_dir)
+        if partial:
+            print(
+                f"vlmctl: removed incomplete checkpoints (a save was interrupted): "
+                f"{', '.join(partial)}",
+                file=sys.stderr,
+            )
+        if plan.resume_from is not None:
+            print(f"vlmctl: resuming from {plan.resume_from}", file=sys.stderr)
+        print(
+            f"vlmctl: launching ({plan.preset}) -> {plan.output_dir}", file=sys.stderr, flush=True
+        )
         return ln.run_launch(plan.argv, plan.env, plan.status_dir, launcher)
     finally:
+        lock.release()
         shutil.rmtree(plan.status_dir, ignore_errors=True)

@@ -215,7 +215,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
             f"(upload later: wandb sync {offline_dir}/wandb/offline-run-*)"
         )
 
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from vlmctl.collate import VLMCollator
     from vlmctl.data.dataset import load_splits
@@ -229,6 +229,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         lora_config,
         trainable_summary,
     )
+    from vlmctl.training.trainer import VlmctlTrainer
 
     assert isinstance(stop, GracefulStop)
     model_path = cs.model_location()
@@ -244,7 +245,10 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     model.config.use_cache = False
     model_class = type(model).__name__
 
-    data = load_splits(cs.collator, cs.dir, seed=cs.train.seed)
+    from vlmctl.collate import ROW_INDEX_KEY
+
+    # Each row carries its file index: a bad row found mid-run is named like validate does.
+    data = load_splits(cs.collator, cs.dir, seed=cs.train.seed, row_index_column=ROW_INDEX_KEY)
     say(f"data: {data.description}")
     collator = VLMCollator(
         processor,
@@ -292,7 +296,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     callbacks = [stop, stop_log]
     if "wandb" in cs.train.report_to_list():
         callbacks.append(WandbConfig(configs))
-    trainer = SFTTrainer(
+    trainer = VlmctlTrainer(
         model=model,
         args=SFTConfig(**kwargs),
         data_collator=collator,
@@ -333,9 +337,15 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         "finished": False,
         "resumed_from": args.resume,
     }
+    from vlmctl.training import rundir
+
+    foreign: list[str] = []
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
+        # What was here before (a user's notes): never listed as this run's, never deleted.
+        foreign = rundir.foreign_at_start(output_dir)
         mf.write_configs(output_dir, configs)
+        manifest["files"] = rundir.files_written(output_dir, foreign)
         mf.write_manifest(output_dir, manifest)
 
     cpu0 = time.process_time()
@@ -366,6 +376,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         say(f"collator dropped {collator.stats['dropped']} rows ({collator.drop_summary()})")
     if stop.signum is not None:
         if trainer.is_world_process_zero():
+            manifest["files"] = rundir.files_written(output_dir, foreign)
             mf.write_manifest(output_dir, manifest)
         hint = args.resume_hint or f"vlmctl train {cs.dir} --output-dir {output_dir} --resume auto"
         say(
@@ -379,7 +390,9 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(output_dir))
         manifest["finished"] = True
-        manifest["train_loss"] = getattr(result, "training_loss", None)
+        # Every step of the run, also those before a resume (the Trainer's covers this call's).
+        manifest["train_loss"] = trainer.run_mean_loss()
+        manifest["files"] = rundir.files_written(output_dir, foreign)
         mf.write_manifest(output_dir, manifest)
         what = "adapter" if peft_cfg is not None else "model"
         say(f"done: {what} and processor saved in {output_dir}")
@@ -403,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of each launched process."""
     from vlmctl.training.callbacks import GracefulStop, rank_env
 
+    _die_with_vlmctl()
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rank, local_rank, world = rank_env()
@@ -432,6 +446,20 @@ def main(argv: list[str] | None = None) -> int:
     if stop.stopped_at is not None:
         _leave_together()
     return code
+
+
+def _die_with_vlmctl() -> None:
+    """Stop with the launcher (kernel parent-death signal), and at once if `vlmctl train`
+    is already gone (killed while this process started)."""
+    from vlmctl.training.launch import PARENT_ENV, die_with_parent
+
+    die_with_parent()
+    vlmctl_pid = os.environ.get(PARENT_ENV, "")
+    if vlmctl_pid.isdigit():
+        from vlmctl.training.launch import _pid_alive
+
+        if not _pid_alive(int(vlmctl_pid)):
+            os._exit(137)
 
 
 def _leave_together() -> None:
