@@ -1,0 +1,109 @@
+"""Shared helpers of the real-kit tests: kit params, assembled processors, the 2-turn chat."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+from _collate_util import image
+
+from vlmctl.data.example import Example
+from vlmctl.testing.realkit import (
+    assemble_kit,
+    build_kit_model,
+    kit_dirs,
+    load_kit,
+    load_kit_processor,
+    missing_reason,
+)
+
+ANSWERS = ["red 1 square", "The circle is blue."]
+QUESTIONS = ["What colour is it?", "And this one?"]
+_ROOT = Path(tempfile.mkdtemp(prefix="vlmctl-realkit-"))
+
+
+def kit_params(models_only: bool = False):
+    """pytest params, one per kit folder (a kit whose shared files are absent is skipped)."""
+    out = []
+    for d in kit_dirs():
+        kit = load_kit(d)
+        if models_only and not kit.build_model:
+            continue
+        reason = missing_reason(kit)
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        out.append(pytest.param(kit.family, marks=marks, id=kit.family))
+    return out
+
+
+@functools.cache
+def kit(family: str):
+    return load_kit(next(d for d in kit_dirs() if d.name == family))
+
+
+@functools.cache
+def kit_folder(family: str) -> Path:
+    """The assembled processor folder (real files + tokenizer), built once per session."""
+    return assemble_kit(kit(family), _ROOT / "proc" / family)
+
+
+@functools.cache
+def kit_model_folder(family: str) -> Path:
+    """The assembled folder plus a tiny random model in the real config's shape."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_kit_model(kit(family), _ROOT / "model" / family)
+
+
+@functools.cache
+def kit_processor(family: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_kit_processor(kit_folder(family), kit(family))
+
+
+def two_turn_chat(answers=ANSWERS, row: int = 3) -> Example:
+    """A 2-turn chat with one image in EACH user turn (parts form, as vlmctl builds it)."""
+    messages = []
+    for k, answer in enumerate(answers):
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[k]}],
+            }
+        )
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return Example(
+        messages=messages, images=[image(i) for i in range(len(answers))], videos=[], row=row
+    )
+
+
+def template_messages(family: str, example: Example) -> list[dict]:
+    """The chat in the form the kit's template documents (independent of vlmctl's code)."""
+    form = kit(family).raw.get("content", "parts")
+    if form == "parts":
+        return example.messages
+    tag = kit(family).raw["image_tag"]
+    out, n = [], 0
+    for m in example.messages:
+        pieces = []
+        for p in m["content"]:
+            if p["type"] == "image":
+                n += 1
+                pieces.append(tag.format(n=n))
+            else:
+                pieces.append(p["text"])
+        out.append({"role": m["role"], "content": "\n".join(pieces)})
+    return out
+
+
+def template_text(family: str, example: Example) -> str:
+    """The template's own rendering of `example` (what inference would tokenize)."""
+    proc = kit_processor(family)
+    tok = proc.tokenizer
+    template = getattr(proc, "chat_template", None) or tok.chat_template
+    return tok.apply_chat_template(
+        template_messages(family, example), chat_template=template, tokenize=False
+    )

@@ -1,0 +1,268 @@
+"""Conformance kits of REAL model files: real tokenizer/template/processor, tiny random weights.
+
+Why: the tiny twins (`vlmctl.testing.tiny`) imitate each family's template and tokenizer; a
+masking bug that only the released files show (llava-1.5's trailing space inside its
+`{% generation %}` markers, OneVision's end-of-turn outside them, Phi-3-vision's string-only
+template) passes there. A kit folder `tests/realkit/<family>/` holds byte copies of the
+released small files and a `kit.yaml`:
+
+- `family`, `hub_id`, `model_type`, `remote_code` (bool), `notes`;
+- `tokenizer`: `files` (the real tokenizer files are in the folder), `shared:<name>` (the
+  vocabulary files come from `<repo>/../shared/real-models/<name>`), or `synthetic` (the real
+  vocabulary of `synthetic_base` plus `special_tokens` at their real ids, where the family's
+  own tokenizer file is too big or not redistributable);
+- optional `added_tokens` / `extra_special_tokens` (media tokens the checkpoint adds to a
+  shared vocabulary), `tokenizer_settings`, `image_processor` (class, when the folder has no
+  preprocessor config), `model: false` (no model class to build: processor checks only),
+  and `shrink` overrides (`text`, `vision`, `image_processor`).
+
+`assemble_kit` copies the real files (plus the tokenizer) into a folder that
+`AutoProcessor.from_pretrained` loads exactly as it loads a user's download;
+`build_kit_model` adds a tiny random model in the real config's shape (hidden sizes, layers and
+vision depth shrunk; token ids, vocabulary, patch and image sizes kept).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KIT_FILE = "kit.yaml"
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+# Shrunk sizes: hidden sizes, layers and heads only (token ids, vocab, patch/image sizes stay).
+_TEXT_SHRINK = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+}
+_VISION_SHRINK = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "projection_dim": 32,
+}
+
+
+@dataclass
+class Kit:
+    """One kit folder's `kit.yaml`, parsed."""
+
+    path: Path
+    family: str
+    hub_id: str
+    model_type: str
+    tokenizer: str
+    remote_code: bool = False
+    build_model: bool = True
+    notes: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shared_name(self) -> str | None:
+        """The shared real-models folder the tokenizer comes from, if any."""
+        spec = self.raw.get("synthetic_base") if self.tokenizer == "synthetic" else self.tokenizer
+        if isinstance(spec, str) and spec.startswith("shared:"):
+            return spec.split(":", 1)[1]
+        return None
+
+
+def repo_root() -> Path:
+    """The checkout this module belongs to (kits live under its tests/)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def shared_models_dir() -> Path:
+    """`<repo>/../shared/real-models`: large real files kept outside the repository."""
+    return repo_root().parent / "shared" / "real-models"
+
+
+def kit_dirs(root: Path | None = None) -> list[Path]:
+    """Every kit folder (one with a kit.yaml) under tests/realkit, sorted by name."""
+    root = root or repo_root() / "tests" / "realkit"
+    return sorted(p.parent for p in root.glob(f"*/{KIT_FILE}"))
+
+
+def load_kit(path: str | Path) -> Kit:
+    """Parse `<path>/kit.yaml` (safe YAML)."""
+    from ruamel.yaml import YAML
+
+    path = Path(path)
+    raw = YAML(typ="safe").load((path / KIT_FILE).read_text(encoding="utf-8")) or {}
+    return Kit(
+        path=path,
+        family=str(raw["family"]),
+        hub_id=str(raw.get("hub_id", "")),
+        model_type=str(raw.get("model_type", raw["family"])),
+        tokenizer=str(raw.get("tokenizer", "files")),
+        remote_code=bool(raw.get("remote_code", False)),
+        build_model=bool(raw.get("model", True)),
+        notes=str(raw.get("notes", "")),
+        raw=dict(raw),
+    )
+
+
+def missing_reason(kit: Kit) -> str | None:
+    """Why this kit cannot be assembled here (a shared folder absent), else None."""
+    name = kit.shared_name
+    if name and not (shared_models_dir() / name).is_dir():
+        return f"{kit.family}: needs {shared_models_dir() / name} (shared real files absent)"
+    return None
+
+
+def assemble_kit(kit: Kit, out_dir: str | Path) -> Path:
+    """Real files + tokenizer -> a folder `AutoProcessor.from_pretrained` loads (no model)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in kit.path.iterdir():
+        if f.is_file() and f.name != KIT_FILE:
+            shutil.copyfile(f, out / f.name)
+    name = kit.shared_name
+    if name:
+        src = shared_models_dir() / name
+        for fname in _TOKENIZER_FILES:
+            if (src / fname).is_file() and not (out / fname).exists():
+                shutil.copyfile(src / fname, out / fname)
+    for old, new in (kit.raw.get("code_fixes") or {}).items():
+        # A vendored copy that differs from the released file in a known way (SOURCES.md).
+        for f in out.glob("*.py"):
+            text = f.read_text(encoding="utf-8")
+            if old in text:
+                f.write_text(text.replace(old, new), encoding="utf-8")
+    _finish_tokenizer(kit, out)
+    _finish_processor(kit, out)
+    return out
+
+
+def _finish_tokenizer(kit: Kit, out: Path) -> None:
+    """Apply the kit's token additions to the copied tokenizer files (JSON level, exact ids)."""
+    raw = kit.raw
+    specials = {int(k): str(v) for k, v in (raw.get("special_tokens") or {}).items()}
+    added: list = list(raw.get("added_tokens") or [])
+    extra: dict = dict(raw.get("extra_special_tokens") or {})
+    settings: dict = dict(raw.get("tokenizer_settings") or {})
+    if not (specials or added or extra or settings):
+        return
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    decoder = cfg.setdefault("added_tokens_decoder", {})
+    tj_path = out / "tokenizer.json"
+    tj = json.loads(tj_path.read_text()) if tj_path.exists() else None
+    if tj is not None and kit.tokenizer == "synthetic":
+        # The base vocabulary only: the base model's own added tokens above it go.
+        base = len(tj["model"]["vocab"])
+        tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < base]
+        decoder = cfg["added_tokens_decoder"] = {
+            k: v for k, v in decoder.items() if int(k) < base
+        }
+        for f in ("added_tokens.json", "special_tokens_map.json"):
+            (out / f).unlink(missing_ok=True)
+    used = {int(k) for k in decoder}
+    if tj is not None:
+        used |= {t["id"] for t in tj["added_tokens"]} | set(tj["model"]["vocab"].values())
+    nxt = max(used) + 1 if used else 0
+    for content in added:
+        specials.setdefault(nxt, content)
+        nxt += 1
+    for idx, content in sorted(specials.items()):
+        entry = {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
+                 "single_word": False, "special": True}
+        decoder[str(idx)] = entry
+        if tj is not None:
+            tj["added_tokens"].append({"id": idx, **entry})
+    if extra:
+        cfg["extra_special_tokens"] = extra
+    cfg.update(settings)
+    template = out / "chat_template.json"
+    if raw.get("template_in_tokenizer_config") and template.exists():
+        # Where the release keeps it (older remote-code processors take no chat_template).
+        cfg["chat_template"] = json.loads(template.read_text())["chat_template"]
+        template.unlink()
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+    if tj is not None:
+        tj_path.write_text(json.dumps(tj, ensure_ascii=False))
+
+
+def _finish_processor(kit: Kit, out: Path) -> None:
+    """Write what the kit's processor needs beyond the real files (class names, shrink)."""
+    shrink = (kit.raw.get("shrink") or {}).get("image_processor") or {}
+    cls = kit.raw.get("image_processor")
+    pre = out / "preprocessor_config.json"
+    if cls and not pre.exists():
+        import transformers
+
+        proc = getattr(transformers, cls)(**shrink)
+        proc.save_pretrained(str(out))
+        data = json.loads(pre.read_text())
+        proc_cfg = out / "processor_config.json"
+        if proc_cfg.exists():
+            data.setdefault("processor_class", json.loads(proc_cfg.read_text()).get("processor_class"))
+        pre.write_text(json.dumps(data, indent=2))
+    elif shrink and pre.exists():
+        data = json.loads(pre.read_text())
+        data.update(shrink)
+        pre.write_text(json.dumps(data, indent=2))
+
+
+def load_kit_processor(folder: str | Path, kit: Kit):
+    """`AutoProcessor.from_pretrained` of an assembled kit, the way a user's model loads."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(folder), trust_remote_code=kit.remote_code)
+
+
+def _shrink(cfg: dict, sizes: dict, override: dict) -> dict:
+    out = dict(cfg)
+    for key, value in sizes.items():
+        if key in ("num_key_value_heads", "head_dim", "projection_dim") and key not in cfg:
+            continue
+        out[key] = value
+    out.update(override or {})
+    return out
+
+
+def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
+    """`assemble_kit` plus a tiny random model in the real config's shape (saved weights)."""
+    import torch
+    import transformers as tf
+
+    out = assemble_kit(kit, out_dir)
+    if not kit.build_model:
+        return out
+    shrink = kit.raw.get("shrink") or {}
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        data = json.loads(cfg_path.read_text())
+    else:  # no released config in the kit: the config class's defaults (the reference model)
+        data = tf.AutoConfig.for_model(kit.model_type).to_dict()
+    for key, sizes in (("text_config", _TEXT_SHRINK), ("vision_config", _VISION_SHRINK)):
+        if isinstance(data.get(key), dict):
+            data[key] = _shrink(data[key], sizes, shrink.get(key.split("_")[0]) or {})
+    tok = load_kit_processor(out, kit).tokenizer
+    text = data.get("text_config") or {}
+    vocab = max(int(text.get("vocab_size") or 0), len(tok))
+    if isinstance(data.get("text_config"), dict):
+        data["text_config"]["vocab_size"] = vocab
+    if "vocab_size" in data:
+        data["vocab_size"] = vocab
+    data.pop("torch_dtype", None)
+    data.pop("dtype", None)
+    config = tf.AutoConfig.for_model(**{**data, "model_type": data.get("model_type", kit.model_type)})
+    torch.manual_seed(seed)
+    model = tf.AutoModelForImageTextToText.from_config(config)
+    model.save_pretrained(str(out))
+    return out
