@@ -38,7 +38,6 @@ def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
     return out
 
 
-
 def _image_mask(family, ids: torch.Tensor) -> torch.Tensor:
     proc = kit_processor(family)
     tok = proc.tokenizer
@@ -79,9 +78,7 @@ def _eot_in_prompt(family) -> int:
 
 @pytest.mark.parametrize("family", KITS)
 def test_no_media_token_keeps_a_label(family):
-    col = _collator(
-        family, label_masking={"mask_input_tokens": False, "mask_image_token": True}
-    )
+    col = _collator(family, label_masking={"mask_input_tokens": False, "mask_image_token": True})
     enc = col.encode_example(two_turn_chat())
     media = _image_mask(family, enc.input_ids)
     assert media.sum() >= 2

@@ -9,19 +9,25 @@ survivors are processed again as one call so their media tensors match. Only the
 needed, never the model, so `validate` can measure lengths and spans with `encode_examples` /
 `encode_example(..., truncate=False)`.
 
-How labels are found (never by searching decoded text):
+How labels are found (never by searching decoded text; the full rule is in docs/DESIGN.md,
+"The span rule"):
+- the chat is rendered in the form the template takes (content parts, or strings with the
+  processor's image tags: decided from the template by a probe, not from the family name);
 - the assistant turns' CHARACTER spans come from the chat template itself: `{% generation %}`
-  markers when the template has them, otherwise by rendering the chat incrementally
-  (prefix up to turn k with the generation prompt -> where the answer starts; prefix through
-  turn k -> where it ends; trailing whitespace after the end-of-turn token is not trained);
+  markers when the template has them and they check out, otherwise by rendering the chat
+  incrementally (prefix up to turn k with the generation prompt -> where the answer starts;
+  prefix through turn k -> where it ends);
+- `_close_turns`: whitespace around the answer is trimmed; the first special token the
+  template emits after it (inside or outside the markers) is the end-of-turn marker and is
+  TRAINED; the whitespace after that marker is not; only when the template emits no special
+  token there (llava-1.5) the tokenizer's eos is inserted after the answer;
 - the processor returns `offset_mapping` and `text_replacement_offsets` (where each media
   placeholder was expanded), so spans are shifted into the expanded text and every token is
-  classified: MEDIA (inside an expansion, or a media marker id such as <|vision_start|>,
-  <fake_token_around_image>, <row_1_col_1>, <global-img>, <img>, </img>), TRAINED (overlaps an
-  assistant span), PROMPT (the rest), PAD (added by collate).
-- an assistant turn whose rendered text does not end with a special token (llava-1.5's
-  template emits no `</s>`) gets the tokenizer's eos inserted after it, so the model learns to
-  stop; the eos is TRAINED.
+  classified: MEDIA (inside an expansion, a negative id, or a media marker id such as
+  <|vision_start|>, <fake_token_around_image>, <row_1_col_1>, <global-img>, <img>, </img>),
+  TRAINED (overlaps an assistant span), PROMPT (the rest), PAD (added by collate). A
+  processor without offsets (Phi3VProcessor) is called per row, and span boundaries are found
+  exactly by processing the text up to each boundary.
 - PaliGemma (and processors without a chat template whose `__call__` takes `suffix=`):
   `processor(text=prefix, images=..., suffix=answer)`; `token_type_ids` mark the suffix so the
   answer attends causally (prefix-LM), and the suffix + eos is TRAINED. The prefix is every
@@ -198,6 +204,7 @@ class _Prepared:
     videos: list
     metas: list
     suffix: str | None = None
+    media_tags: list[str] = field(default_factory=list)  # tags put in string-form content
 
 
 @dataclass
@@ -278,6 +285,9 @@ class VLMCollator:
         self._row_batched_pixels = bool(mro & set(_ROW_BATCHED_PIXELS))
         self._special_tokens_map = dict(getattr(tok, "special_tokens_map", {}) or {})
         self._mm_type_ids = _own_mm_type_ids(processor) if not self.prefix_suffix else None
+        # A processor whose __call__ takes no **kwargs (remote code such as Phi3VProcessor)
+        # gets one text per call, no offsets: spans are found by prefix calls.
+        self._narrow = not self.prefix_suffix and not _takes_any_kwargs(processor)
 
     # ------------------------------------------------------------------ public API
 
@@ -588,11 +598,11 @@ class VLMCollator:
         """
         tp = self.cfg.text_processing
         gen = [tp.add_generation_prompt and bool(m) and m[-1]["role"] != "assistant" for m in chats]
+        marked: dict[int, tuple[str, list[list[int]]]] = {}
         if self._has_generation_markers:
             from transformers.utils.chat_template_utils import render_jinja_template
 
-            out = []
-            for messages, flag in zip(chats, gen, strict=True):
+            for i, (messages, flag) in enumerate(zip(chats, gen, strict=True)):
                 prompts, indices = render_jinja_template(
                     conversations=[messages],
                     chat_template=self.chat_template,
@@ -600,10 +610,15 @@ class VLMCollator:
                     return_assistant_tokens_mask=True,
                     **self._special_tokens_map,
                 )
-                out.append((prompts[0], [list(s) for s in indices[0]]))
-            return out
+                spans = _checked_marker_spans(messages, prompts[0], indices[0])
+                if spans is not None:  # markers not trusted blindly: else render incrementally
+                    marked[i] = (prompts[0], spans)
+            if len(marked) == len(chats):
+                return [marked[i] for i in range(len(chats))]
         wanted: dict[bool, dict[tuple[int, int], list[dict]]] = {True: {}, False: {}}
         for i, (messages, flag) in enumerate(zip(chats, gen, strict=True)):
+            if i in marked:
+                continue
             wanted[flag][(i, len(messages))] = messages
             for k, msg in enumerate(messages):
                 if msg["role"] == "assistant":
@@ -627,8 +642,12 @@ class VLMCollator:
             rendered[flag] = dict(
                 zip(reqs, self._render_many(list(reqs.values()), flag, plain), strict=True)
             )
+            # (an empty request set renders nothing)
         out = []
         for i, (messages, flag) in enumerate(zip(chats, gen, strict=True)):
+            if i in marked:
+                out.append(marked[i])
+                continue
             full = rendered[flag][(i, len(messages))]
             spans: list[list[int]] = []
             for k, msg in enumerate(messages):
@@ -661,24 +680,133 @@ class VLMCollator:
             )
         )
 
-    def _ensure_eos(self, text: str, spans: list[list[int]]) -> tuple[str, list[list[int]]]:
-        """Insert eos after assistant turns that the template leaves open (llava-1.5)."""
+    def _close_turns(self, text: str, spans: list[list[int]]) -> tuple[str, list[list[int]]]:
+        """Trim each answer span and end it at the turn's end-of-turn marker (THE span rule).
+
+        - whitespace the template puts around an answer (llava-1.5's `text + ' '`,
+          OneVision's `'\\n' + text` inside its markers) is not part of the answer;
+        - the end-of-turn marker is the first special token the template emits after the
+          answer, inside or outside the markers, whitespace allowed in between (`<|im_end|>`,
+          `<|end|>`, `<end_of_turn>`, `<|eot_id|>`, `</s>`): it is trained, once;
+        - only when the template emits NO special token there (llava-1.5) the tokenizer's eos
+          is inserted right after the answer, so the model learns to stop; nothing the
+          template emits is ever added a second time;
+        - what follows the marker (the newline of ChatML, Gemma, Phi-3) is not trained: the
+          model stops at the marker and never generates it.
+        """
+        closers = self._closers
         eos = self.eos_token
-        if not eos:
-            return text, spans
-        out, shift, new_spans = [], 0, []
-        prev = 0
+        out, new_spans, shift, prev = [], [], 0, 0
         for start, end in spans:
-            segment = text[start:end]
-            new_start = start + shift
-            if not segment.endswith(self._special_strings):  # a tuple: any of them
-                out.append(text[prev:end])
-                out.append(eos)
-                prev = end
-                shift += len(eos)
-            new_spans.append([new_start, end + shift])
+            while start < end and text[start].isspace():
+                start += 1
+            while end > start and text[end - 1].isspace():
+                end -= 1
+            if end <= start:
+                continue
+            if not text[start:end].endswith(closers):
+                j = end
+                while j < len(text) and text[j].isspace():
+                    j += 1
+                closer = next((c for c in closers if text.startswith(c, j)), None)
+                if closer is not None:
+                    end = j + len(closer)
+                elif eos:
+                    out.append(text[prev:end])
+                    out.append(eos)
+                    prev = end
+                    new_spans.append([start + shift, end + shift + len(eos)])
+                    shift += len(eos)
+                    continue
+            new_spans.append([start + shift, end + shift])
         out.append(text[prev:])
         return "".join(out), new_spans
+
+    @property
+    def _closers(self) -> tuple[str, ...]:
+        """Special tokens that can end a turn, longest first (bos/unk and media never do)."""
+        if not hasattr(self, "_closers_cache"):
+            skip = {
+                getattr(self.tokenizer, "bos_token", None),
+                getattr(self.tokenizer, "unk_token", None),
+            }
+            self._closers_cache = tuple(
+                sorted((c for c in self._special_strings if c not in skip), key=len, reverse=True)
+            )
+        return self._closers_cache
+
+    # -- the form the template takes messages in
+
+    def _content_form(self) -> str:
+        """`parts` (typed content lists) or `string` (text with the processor's image tags).
+
+        Decided from the template itself: a probe chat rendered with content parts must show
+        its text; a template that concatenates `message['content']` as a string raises
+        (Phi-3-vision) or prints the list's repr, and then takes strings instead.
+        """
+        if hasattr(self, "_form"):
+            return self._form
+        probe_u, probe_a = "vlmctl-probe-question", "vlmctl-probe-answer"
+
+        def shows(messages) -> bool:
+            try:
+                text = self._render_many([messages], False, plain=True)[0]
+            except Exception:  # noqa: BLE001 - the template refuses this form
+                return False
+            return probe_u in text and probe_a in text and "'type'" not in text
+
+        parts = [
+            {"role": "user", "content": [{"type": "text", "text": probe_u}]},
+            {"role": "assistant", "content": [{"type": "text", "text": probe_a}]},
+        ]
+        strings = [{"role": "user", "content": probe_u}, {"role": "assistant", "content": probe_a}]
+        self._form = "parts" if shows(parts) or not shows(strings) else "string"
+        return self._form
+
+    def _media_tag(self, kind: str, n: int) -> str:
+        """The text a processor expands into the n-th (1-based) image/video of a row."""
+        proc = self.processor
+        token = getattr(proc, f"{kind}_token", None)
+        if isinstance(token, str) and token:
+            return token
+        numbered = getattr(proc, "img_tokens", None) if kind == "image" else None
+        if isinstance(numbered, Sequence) and len(numbered) >= n:  # Phi-3-vision's <|image_N|>
+            return str(numbered[n - 1])
+        token = getattr(self.tokenizer, f"{kind}_token", None)
+        if isinstance(token, str) and token:
+            return token
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"the chat template takes text content, and the processor "
+                f"{type(proc).__name__} names no {kind} tag to put in it",
+                hint="use a processor with an image_token, or a template that takes content parts",
+                code="template-media-tag",
+            )
+        )
+
+    def _template_messages(self, messages: list[dict]) -> tuple[list[dict], list[str]]:
+        """Messages in the template's form, and the media tags put in the text (in order)."""
+        if self._content_form() == "parts":
+            return messages, []
+        out, tags, counts = [], [], {"image": 0, "video": 0}
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str):
+                out.append(m)
+                continue
+            pieces = []
+            for part in content or []:
+                kind = part.get("type")
+                if kind in counts:
+                    counts[kind] += 1
+                    tag = self._media_tag(kind, counts[kind])
+                    tags.append(tag)
+                    pieces.append(tag)
+                elif part.get("text"):
+                    pieces.append(str(part["text"]))
+            out.append({**m, "content": "\n".join(pieces)})
+        return out, tags
 
     def _prepare(self, example: Example) -> _Prepared:
         """Decode one example's media (and build PaliGemma's prefix/suffix); no processor yet."""
@@ -709,15 +837,42 @@ class VLMCollator:
     def _prepare_many(self, examples: Sequence[Example]) -> list[_Prepared]:
         prepared = [self._prepare(ex) for ex in examples]
         if not self.prefix_suffix:
-            rendered = self._assistant_char_spans_many([ex.messages for ex in examples])
-            for p, (text, spans) in zip(prepared, rendered, strict=True):
-                p.text, p.spans = self._ensure_eos(text, spans)
+            forms = [self._template_messages(ex.messages) for ex in examples]
+            rendered = self._render_spans([m for m, _ in forms], examples)
+            for p, (text, spans), (_, tags) in zip(prepared, rendered, forms, strict=True):
+                p.text, p.spans = self._close_turns(text, spans)
+                p.media_tags = tags
         return prepared
+
+    def _render_spans(self, chats: list[list[dict]], examples: Sequence[Example]):
+        """`_assistant_char_spans_many`, with any template failure as a one-line finding."""
+        try:
+            return self._assistant_char_spans_many(chats)
+        except VlmctlError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user's template can raise anything
+            if len(chats) > 1:  # name the row
+                for chat, ex in zip(chats, examples, strict=True):
+                    self._render_spans([chat], [ex])
+            raise DataError(
+                Finding(
+                    "error",
+                    f"the chat template failed on this row: {type(exc).__name__}: {exc}",
+                    row=examples[0].row if len(examples) == 1 else None,
+                    hint="check the row's turns (roles, order, content) against what the "
+                    "model's chat template accepts",
+                    code="template-error",
+                )
+            ) from None
 
     def _process_prepared(self, prepared: list[_Prepared]) -> list[EncodedExample]:
         """One processor call over `prepared` -> one EncodedExample each (media batched)."""
-        if self.prefix_suffix and len({p.suffix is None for p in prepared}) > 1:
+        if (self.prefix_suffix and len({p.suffix is None for p in prepared}) > 1) or (
+            self._narrow and len(prepared) > 1
+        ):
             return [enc for p in prepared for enc in self._process_prepared([p])]
+        if self._narrow:
+            return self._process_narrow(prepared[0])
         # Token outputs come back as lists (numpy converts them much faster than the
         # processor's own tensor conversion); media outputs go through BatchFeature below.
         kwargs: dict[str, Any] = {"text": [p.text for p in prepared]}
@@ -740,6 +895,15 @@ class VLMCollator:
                 if all(m is not None for m in metas):
                     kwargs["video_metadata"] = [m for group in metas for m in group]
         out = dict(self._process(kwargs, prepared))
+        return self._encode_output(prepared, out, None)
+
+    def _encode_output(
+        self,
+        prepared: list[_Prepared],
+        out: dict,
+        narrow_trained: np.ndarray | None,
+    ) -> list[EncodedExample]:
+        """The processor's output -> EncodedExamples (kinds, labels, per-row views)."""
         ids_np = _int_array(out.pop("input_ids"))
         if ids_np.ndim == 1:  # some processors return a flat list for one text
             ids_np = ids_np[None, :]
@@ -764,8 +928,10 @@ class VLMCollator:
         media = _media_tensors(media_raw)
         group = _MediaGroup(media, n)
         # Kinds and labels for the whole padded batch at once (numpy: no per-token Python).
-        is_media = _isin(ids_np, self._media_ids_np)
-        if self.prefix_suffix:
+        is_media = _isin(ids_np, self._media_ids_np) | (ids_np < 0)  # < 0: Phi-3-vision's images
+        if narrow_trained is not None:
+            trained = narrow_trained
+        elif self.prefix_suffix:
             tt = token_arrays.get("token_type_ids")
             trained = tt == 1 if tt is not None else np.zeros_like(is_media)
         else:
@@ -830,6 +996,59 @@ class VLMCollator:
         )
         return encoded
 
+    def _narrow_call(self, p: _Prepared, text: str, n_images: int):
+        """The processor with only what its narrow signature takes (one text, flat images)."""
+        kwargs: dict[str, Any] = {"text": text}
+        if n_images:
+            kwargs["images"] = list(p.images[:n_images])
+        out = dict(self._process(kwargs, [p]))
+        ids = _int_array(out["input_ids"])
+        return out, ids.reshape(-1)
+
+    def _process_narrow(self, p: _Prepared) -> list[EncodedExample]:
+        """A processor that takes no offsets (Phi3VProcessor): exact spans by prefix calls.
+
+        The token index of a character boundary b is found by processing `text[:b]` (with the
+        images whose tags it holds) and comparing its ids with the full row's: when they are
+        a prefix of the full ids, b falls between tokens; otherwise the first differing token
+        straddles b and counts as overlapping the answer (the rule the offset path uses).
+        """
+        if p.videos:
+            raise DataError(
+                Finding(
+                    "error",
+                    f"the processor {type(self.processor).__name__} takes no videos",
+                    row=p.example.row,
+                    hint="set data_processing.use_video: false for this model",
+                    code="processor-no-video",
+                )
+            )
+        out, full = self._narrow_call(p, p.text, len(p.images))
+        tags = p.media_tags
+
+        def images_in(prefix: str) -> int:
+            if not tags:
+                return 0
+            if len(set(tags)) == len(tags):  # numbered tags
+                return sum(1 for t in tags if t in prefix)
+            return min(prefix.count(tags[0]), len(tags))
+
+        def boundary(b: int, is_end: bool) -> int:
+            prefix = p.text[:b]
+            _, ids = self._narrow_call(p, prefix, images_in(prefix))
+            m = min(len(ids), len(full))
+            diff = np.nonzero(ids[:m] != full[:m])[0]
+            if not diff.size and len(ids) <= len(full):
+                return len(ids)
+            c = int(diff[0]) if diff.size else m
+            return min(c + 1, len(full)) if is_end else c
+
+        trained = np.zeros((1, len(full)), dtype=bool)
+        for start, end in p.spans:
+            a, b = boundary(start, False), boundary(end, True)
+            trained[0, a:b] = True
+        return self._encode_output([p], out, trained)
+
     def _labels_np(self, ids: np.ndarray, kinds: np.ndarray) -> np.ndarray:
         lm = self.cfg.label_masking
         labels = ids.astype(np.int64, copy=True)
@@ -846,14 +1065,14 @@ class VLMCollator:
             return self.processor(**kwargs)
         except VlmctlError:
             raise
-        except (ValueError, TypeError, RuntimeError, IndexError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - remote code raises anything (AssertionError)
             if len(prepared) > 1:  # find the row the processor refuses, to name it
                 for p in prepared:
                     self._process_prepared([p])
             raise DataError(
                 Finding(
                     "error",
-                    f"the processor refused this row: {exc}",
+                    f"the processor refused this row: {type(exc).__name__}: {exc}",
                     row=prepared[0].example.row if len(prepared) == 1 else None,
                     hint="check the row's media and the message template",
                     code="processor-error",
@@ -1008,6 +1227,14 @@ def _first_id(tok: Any, names: Sequence[str]) -> int | None:
     return None
 
 
+def _takes_any_kwargs(processor: Any) -> bool:
+    try:
+        params = inspect.signature(processor.__call__).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def _call_params(processor: Any) -> set[str]:
     try:
         return set(inspect.signature(processor.__call__).parameters)
@@ -1059,6 +1286,38 @@ def _special_strings(tok: Any) -> tuple[str, ...]:
     # A media placeholder at the end of an answer does not close the turn.
     media = set(_MEDIA_TOKEN_NAMES)
     return tuple(s for s in out if s and s not in media)
+
+
+def _text_parts(msg: dict) -> list[str]:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return [content.strip()] if content.strip() else []
+    return [
+        str(p["text"]).strip()
+        for p in content or []
+        if isinstance(p, Mapping) and p.get("type") == "text" and str(p.get("text") or "").strip()
+    ]
+
+
+def _checked_marker_spans(messages: list[dict], text: str, indices) -> list[list[int]] | None:
+    """`{% generation %}` spans merged per assistant turn, or None when they do not hold.
+
+    Checked, not trusted: one span (after merging blocks separated only by whitespace) per
+    assistant turn with text, each containing every text part of its message.
+    """
+    merged: list[list[int]] = []
+    for start, end in sorted((int(a), int(b)) for a, b in indices or []):
+        if merged and not text[merged[-1][1] : start].strip():
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    answers = [m for m in messages if m.get("role") == "assistant" and _text_parts(m)]
+    if len(merged) != len(answers):
+        return None
+    for (start, end), msg in zip(merged, answers, strict=True):
+        if any(part not in text[start:end] for part in _text_parts(msg)):
+            return None
+    return merged
 
 
 def _message_text(msg: dict) -> str:

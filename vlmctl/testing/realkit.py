@@ -166,9 +166,9 @@ def _finish_tokenizer(kit: Kit, out: Path) -> None:
         # The base vocabulary only: the base model's own added tokens above it go.
         base = len(tj["model"]["vocab"])
         tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < base]
-        decoder = cfg["added_tokens_decoder"] = {
-            k: v for k, v in decoder.items() if int(k) < base
-        }
+        decoder = cfg["added_tokens_decoder"] = {k: v for k, v in decoder.items() if int(k) < base}
+        for key in ("extra_special_tokens", "image_token", "processor_class", "chat_template"):
+            cfg.pop(key, None)
         for f in ("added_tokens.json", "special_tokens_map.json"):
             (out / f).unlink(missing_ok=True)
     used = {int(k) for k in decoder}
@@ -179,8 +179,14 @@ def _finish_tokenizer(kit: Kit, out: Path) -> None:
         specials.setdefault(nxt, content)
         nxt += 1
     for idx, content in sorted(specials.items()):
-        entry = {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
-                 "single_word": False, "special": True}
+        entry = {
+            "content": content,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
         decoder[str(idx)] = entry
         if tj is not None:
             tj["added_tokens"].append({"id": idx, **entry})
@@ -210,7 +216,9 @@ def _finish_processor(kit: Kit, out: Path) -> None:
         data = json.loads(pre.read_text())
         proc_cfg = out / "processor_config.json"
         if proc_cfg.exists():
-            data.setdefault("processor_class", json.loads(proc_cfg.read_text()).get("processor_class"))
+            data.setdefault(
+                "processor_class", json.loads(proc_cfg.read_text()).get("processor_class")
+            )
         pre.write_text(json.dumps(data, indent=2))
     elif shrink and pre.exists():
         data = json.loads(pre.read_text())
@@ -227,6 +235,7 @@ def load_kit_processor(folder: str | Path, kit: Kit):
 
 def _shrink(cfg: dict, sizes: dict, override: dict) -> dict:
     out = dict(cfg)
+    out.pop("layer_types", None)  # per-layer lists follow num_hidden_layers (rebuilt by default)
     for key, value in sizes.items():
         if key in ("num_key_value_heads", "head_dim", "projection_dim") and key not in cfg:
             continue
@@ -261,7 +270,9 @@ def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
         data["vocab_size"] = vocab
     data.pop("torch_dtype", None)
     data.pop("dtype", None)
-    config = tf.AutoConfig.for_model(**{**data, "model_type": data.get("model_type", kit.model_type)})
+    config = tf.AutoConfig.for_model(
+        **{**data, "model_type": data.get("model_type", kit.model_type)}
+    )
     torch.manual_seed(seed)
     model = tf.AutoModelForImageTextToText.from_config(config)
     model.save_pretrained(str(out))
