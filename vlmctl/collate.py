@@ -70,6 +70,7 @@ from __future__ import annotations
 import bisect
 import inspect
 import operator
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -659,11 +660,15 @@ class VLMCollator:
                 start = 0
                 if k:
                     head = rendered[True][(i, k)]
-                    if not through.startswith(head):
-                        head = self._render_many([messages[:k]], False)[0]
-                        if not through.startswith(head):
-                            raise self._template_error("a chat prefix does not render as a prefix")
                     start = len(head)
+                    if not through.startswith(head):
+                        # The generation prompt differs from what the template renders for
+                        # a past answer: the answer starts where the two diverge, never
+                        # before the end of the chat without the prompt.
+                        bare = self._render_many([messages[:k]], False)[0]
+                        if not through.startswith(bare):
+                            raise self._template_error("a chat prefix does not render as a prefix")
+                        start = max(len(bare), len(os.path.commonprefix([head, through])))
                 end = len(through.rstrip())
                 if end > start:
                     spans.append([start, end])
