@@ -23,6 +23,21 @@ from vlmctl.testing.realkit import (
 ANSWERS = ["red 1 square", "The circle is blue."]
 QUESTIONS = ["What colour is it?", "And this one?"]
 _ROOT = Path(tempfile.mkdtemp(prefix="vlmctl-realkit-"))
+# The marker that closes an answer in each family's released template, written here from the
+# templates themselves (a kit.yaml `end_of_turn` wins). PaliGemma (no template): its eos.
+END_OF_TURN = {
+    "qwen2_vl": "<|im_end|>",
+    "qwen2_5_vl": "<|im_end|>",
+    "qwen3_vl": "<|im_end|>",
+    "internvl_chat": "<|im_end|>",
+    "gemma3": "<end_of_turn>",
+    "idefics2": "<end_of_utterance>",
+    "idefics3": "<end_of_utterance>",
+    "smolvlm": "<end_of_utterance>",
+    "llava_next": "</s>",
+    "mllama": "<|eot_id|>",
+    "paligemma": "<eos>",
+}
 
 
 def kit_params(models_only: bool = False):
@@ -62,6 +77,15 @@ def kit_processor(family: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_kit_processor(kit_folder(family), kit(family))
+
+
+def end_of_turn(family: str) -> str:
+    return kit(family).raw.get("end_of_turn") or END_OF_TURN[family]
+
+
+def has_template(family: str) -> bool:
+    proc = kit_processor(family)
+    return bool(getattr(proc, "chat_template", None) or proc.tokenizer.chat_template)
 
 
 def two_turn_chat(answers=ANSWERS, row: int = 3) -> Example:

@@ -117,7 +117,12 @@ def load_kit(path: str | Path) -> Kit:
 
 
 def missing_reason(kit: Kit) -> str | None:
-    """Why this kit cannot be assembled here (a shared folder absent), else None."""
+    """Why this kit cannot be assembled here (shared folder or a needed module absent)."""
+    import importlib.util
+
+    for module in kit.raw.get("needs") or []:
+        if importlib.util.find_spec(str(module)) is None:
+            return f"{kit.family}: needs the Python module {module!r}, not installed here"
     name = kit.shared_name
     if name and not (shared_models_dir() / name).is_dir():
         return f"{kit.family}: needs {shared_models_dir() / name} (shared real files absent)"
@@ -204,21 +209,34 @@ def _finish_tokenizer(kit: Kit, out: Path) -> None:
 
 
 def _finish_processor(kit: Kit, out: Path) -> None:
-    """Write what the kit's processor needs beyond the real files (class names, shrink)."""
-    shrink = (kit.raw.get("shrink") or {}).get("image_processor") or {}
-    cls = kit.raw.get("image_processor")
+    """Write what the kit's processor needs beyond the real files (class names, settings).
+
+    Only where the release's own file is missing from the kit: `processor_class` and
+    `processor_settings` go to processor_config.json; `image_processor` (a class name) with
+    `image_processor_settings` builds preprocessor_config.json; `shrink.image_processor`
+    overrides image processor values (kept small where a test must stay fast).
+    """
+    raw = kit.raw
+    shrink = (raw.get("shrink") or {}).get("image_processor") or {}
+    settings = {**(raw.get("image_processor_settings") or {}), **shrink}
+    proc_cfg = out / "processor_config.json"
+    proc_data = json.loads(proc_cfg.read_text()) if proc_cfg.exists() else {}
+    if raw.get("processor_class") and "processor_class" not in proc_data:
+        proc_data = {"processor_class": raw["processor_class"], **proc_data}
+    for key, value in (raw.get("processor_settings") or {}).items():
+        proc_data.setdefault(key, value)
+    if proc_data and not kit.remote_code:
+        proc_cfg.write_text(json.dumps(proc_data, indent=2))
+    cls = raw.get("image_processor")
     pre = out / "preprocessor_config.json"
     if cls and not pre.exists():
         import transformers
 
-        proc = getattr(transformers, cls)(**shrink)
-        proc.save_pretrained(str(out))
+        image_proc = getattr(transformers, cls)(**settings)
+        image_proc.save_pretrained(str(out))
         data = json.loads(pre.read_text())
-        proc_cfg = out / "processor_config.json"
-        if proc_cfg.exists():
-            data.setdefault(
-                "processor_class", json.loads(proc_cfg.read_text()).get("processor_class")
-            )
+        if proc_data.get("processor_class"):
+            data.setdefault("processor_class", proc_data["processor_class"])
         pre.write_text(json.dumps(data, indent=2))
     elif shrink and pre.exists():
         data = json.loads(pre.read_text())

@@ -1,0 +1,32 @@
+"""`vlmctl preview --format json` on a config set whose model folder holds a kit's real files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _realkit_util import end_of_turn, kit_model_folder, kit_params
+from _validate_util import Row, jpeg_bytes, write_config_set, write_csv
+from typer.testing import CliRunner
+
+from vlmctl.cli import app
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", kit_params(models_only=True))
+def test_preview_json_trains_exactly_the_answer_and_end_of_turn(family, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(jpeg_bytes(0, 32))
+    write_csv(data / "train.csv", [Row("a.jpg", "what colour is it", "red 1 square")])
+    config = write_config_set(
+        tmp_path / "config", data / "train.csv", kit_model_folder(family),
+        max_length=20000, policy="drop", mask_input_tokens=True,
+    )  # fmt: skip
+    r = CliRunner().invoke(app, ["preview", str(config), "--rows", "0", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    (sample,) = json.loads(r.stdout)["samples"]
+    trained = [sp["display"] for sp in sample["spans"] if sp["kind"] == "trained"]
+    eot = end_of_turn(family)
+    assert [t.lstrip(" ") for t in trained] == ["red 1 square" + eot], trained
+    assert sample["media_tokens"] > 0
