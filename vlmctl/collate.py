@@ -289,6 +289,7 @@ class VLMCollator:
         # A processor whose __call__ takes no **kwargs (remote code such as Phi3VProcessor)
         # gets one text per call, no offsets: spans are found by prefix calls.
         self._narrow = not self.prefix_suffix and not _takes_any_kwargs(processor)
+        self._offsets_unmappable = False  # set when the processor returns no replacement map
 
     # ------------------------------------------------------------------ public API
 
@@ -873,10 +874,10 @@ class VLMCollator:
     def _process_prepared(self, prepared: list[_Prepared]) -> list[EncodedExample]:
         """One processor call over `prepared` -> one EncodedExample each (media batched)."""
         if (self.prefix_suffix and len({p.suffix is None for p in prepared}) > 1) or (
-            self._narrow and len(prepared) > 1
+            (self._narrow or self._offsets_unmappable) and len(prepared) > 1
         ):
             return [enc for p in prepared for enc in self._process_prepared([p])]
-        if self._narrow:
+        if self._narrow or self._offsets_unmappable:
             return self._process_narrow(prepared[0])
         # Token outputs come back as lists (numpy converts them much faster than the
         # processor's own tensor conversion); media outputs go through BatchFeature below.
@@ -900,6 +901,11 @@ class VLMCollator:
                 if all(m is not None for m in metas):
                     kwargs["video_metadata"] = [m for group in metas for m in group]
         out = dict(self._process(kwargs, prepared))
+        if out.get("text_replacement_offsets") is None and any(p.images for p in prepared):
+            # Offsets of the EXPANDED text with no map back to the template's text
+            # (Idefics2Processor): find the spans exactly by prefix calls instead.
+            self._offsets_unmappable = True
+            return [enc for p in prepared for enc in self._process_narrow(p)]
         return self._encode_output(prepared, out, None)
 
     def _encode_output(
@@ -1006,6 +1012,8 @@ class VLMCollator:
         kwargs: dict[str, Any] = {"text": text}
         if n_images:
             kwargs["images"] = list(p.images[:n_images])
+        if not self._narrow and self.bos_token and p.text.startswith(self.bos_token):
+            kwargs["add_special_tokens"] = False
         out = dict(self._process(kwargs, [p]))
         ids = _int_array(out["input_ids"])
         return out, ids.reshape(-1)
@@ -1030,6 +1038,8 @@ class VLMCollator:
             )
         out, full = self._narrow_call(p, p.text, len(p.images))
         tags = p.media_tags
+        if not tags and p.images:  # content parts: the template wrote the processor's tag
+            tags = [self._media_tag("image", 1)] * len(p.images)
 
         def images_in(prefix: str) -> int:
             if not tags:
