@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,17 @@ def _shrink(cfg: dict, sizes: dict, override: dict) -> dict:
     return out
 
 
+def _image_side(image_processor) -> int | None:
+    """The square side the image processor crops/resizes to (None when it tiles freely)."""
+    for attr in ("crop_size", "size"):
+        size = getattr(image_processor, attr, None)
+        if isinstance(size, Mapping):
+            side = size.get("height") or size.get("shortest_edge")
+            if isinstance(side, int) and (size.get("width") in (None, side)):
+                return side
+    return None
+
+
 def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
     """`assemble_kit` plus a tiny random model in the real config's shape (saved weights)."""
     import torch
@@ -279,7 +291,15 @@ def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
     for key, sizes in (("text_config", _TEXT_SHRINK), ("vision_config", _VISION_SHRINK)):
         if isinstance(data.get(key), dict):
             data[key] = _shrink(data[key], sizes, shrink.get(key.split("_")[0]) or {})
-    tok = load_kit_processor(out, kit).tokenizer
+    processor = load_kit_processor(out, kit)
+    tok = getattr(processor, "tokenizer", processor)
+    vision = data.get("vision_config")
+    side = _image_side(getattr(processor, "image_processor", None))
+    if not cfg_path.exists() and isinstance(vision, dict) and side and "image_size" in vision:
+        # Defaults of a config class may describe another checkpoint's tower (224 px CLIP):
+        # the vision tower takes what the kit's real image processor produces.
+        if "image_size" not in (shrink.get("vision") or {}):
+            vision["image_size"] = side
     text = data.get("text_config") or {}
     vocab = max(int(text.get("vocab_size") or 0), len(tok))
     if isinstance(data.get("text_config"), dict):
