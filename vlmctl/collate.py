@@ -901,7 +901,11 @@ class VLMCollator:
                 if all(m is not None for m in metas):
                     kwargs["video_metadata"] = [m for group in metas for m in group]
         out = dict(self._process(kwargs, prepared))
-        if out.get("text_replacement_offsets") is None and any(p.images for p in prepared):
+        if (
+            not self.prefix_suffix
+            and out.get("text_replacement_offsets") is None
+            and any(p.images for p in prepared)
+        ):
             # Offsets of the EXPANDED text with no map back to the template's text
             # (Idefics2Processor): find the spans exactly by prefix calls instead.
             self._offsets_unmappable = True
