@@ -28,5 +28,7 @@ def test_preview_json_trains_exactly_the_answer_and_end_of_turn(family, tmp_path
     (sample,) = json.loads(r.stdout)["samples"]
     trained = [sp["display"] for sp in sample["spans"] if sp["kind"] == "trained"]
     eot = end_of_turn(family)
-    assert [t.lstrip(" ") for t in trained] == ["red 1 square" + eot], trained
+    # preview displays SentencePiece pieces without their word-boundary spaces (red1square):
+    # compare without spaces; the exact token check is test_realkit_masking's.
+    assert [t.replace(" ", "") for t in trained] == ["red1square" + eot], trained
     assert sample["media_tokens"] > 0
