@@ -1042,7 +1042,87 @@ def _check_loaded(
     findings += col.findings
     findings += col.overflow_findings()
     findings += _media_and_system_notes(cs, col)
+    locate_rows(cs, data, findings)
     _summarise(cs, col, collator, total, n_checked, sample, opts, result)
+
+
+def _row_lines(path: Path, rows: set[int]) -> dict[int, int]:
+    """Row index -> the line its record starts on, for CSV/TSV and JSON-lines files."""
+    out: dict[int, int] = {}
+    if not rows:
+        return out
+    last = max(rows)
+    suffix = path.suffix.lower()
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        if suffix in (".csv", ".tsv"):
+            import csv
+
+            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            next(reader, None)  # the header
+            idx = 0
+            while idx <= last:
+                start = reader.line_num + 1
+                record = next(reader, None)
+                if record is None:
+                    break
+                if not record:
+                    continue  # a blank line is no row
+                if idx in rows:
+                    out[idx] = start
+                idx += 1
+            return out
+        head = f.read(4096).lstrip()
+        if head.startswith("["):
+            return out  # one JSON document: no line per row
+        f.seek(0)
+        idx = 0
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if idx in rows:
+                out[idx] = lineno
+            idx += 1
+            if idx > last:
+                break
+    return out
+
+
+def locate_rows(cs: Any, data: Any, findings: list[Finding]) -> None:
+    """Give each row finding a place in a file, for `--format github` (`extra["at"]`):
+    the data file and the row's line (CSV/JSON lines), else the config's `dataset.path` line.
+
+    Text and JSON keep their shape (row findings say `row N`); annotations need a file.
+    """
+    row_findings = [f for f in findings if f.row is not None and f.file is None]
+    if not row_findings:
+        return
+    c = cs.collator
+    fallback = cs.location("collator", "dataset.path")
+    sources: dict[str, Path | None] = {"train": None, "eval": None}
+    if isinstance(data.source, Path) and data.source.is_file():
+        sources["train"] = data.source
+    if c.dataset.eval_path:
+        eval_file = (Path(cs.dir) / Path(c.dataset.eval_path).expanduser()).resolve()
+        sources["eval"] = eval_file if eval_file.is_file() else None
+    elif c.dataset.eval_split is None:
+        sources["eval"] = sources["train"]
+    lines: dict[str, dict[int, int]] = {}
+    for split, path in sources.items():
+        if path is None:
+            continue
+        wanted = {f.row for f in row_findings if f.extra.get("split", "train") == split}
+        try:
+            lines[split] = _row_lines(path, wanted)
+        except (OSError, UnicodeDecodeError, ValueError):
+            lines[split] = {}
+    for f in row_findings:
+        split = f.extra.get("split", "train")
+        path = sources.get(split)
+        if path is None:
+            file, line, _col = fallback
+            f.extra = {**f.extra, "at": (file, line)}
+        else:
+            f.extra = {**f.extra, "at": (str(path), lines.get(split, {}).get(f.row))}
 
 
 _SYSTEM_WORDS = {

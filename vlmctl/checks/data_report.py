@@ -41,12 +41,17 @@ def json_with_data(text: str, summaries: Sequence[dict | None]) -> str:
 
 
 def github_ready(findings: Sequence[Finding]) -> list[Finding]:
-    """Copies whose message starts with `row N:` (an annotation has no row field)."""
+    """Copies whose message starts with `row N:` (an annotation has no row field), placed at
+    the data file and the row's line (or the config's `dataset.path` line) so they attach."""
     out = []
     for f in findings:
-        if f.row is not None and not f.message.startswith(f"row {f.row}"):
+        if f.row is not None:
             f = copy.copy(f)
-            f.message = f"row {f.row}: {f.message}"
+            if not f.message.startswith(f"row {f.row}"):
+                f.message = f"row {f.row}: {f.message}"
+            at = f.extra.get("at")
+            if f.file is None and at:
+                f.file, f.line, f.col = at[0], at[1], None
         out.append(f)
     return out
 
