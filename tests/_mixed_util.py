@@ -26,7 +26,7 @@ def write_image(path: Path, seed: int, size: int = 32) -> Path:
     return path
 
 
-def write_mp4(path: Path, n: int = 12, fps: int = 6) -> Path:
+def write_mp4(path: Path, n: int = 24, fps: int = 6) -> Path:
     """A 32x32 H.264 clip whose frames fade from black."""
     import av
 
@@ -36,7 +36,7 @@ def write_mp4(path: Path, n: int = 12, fps: int = 6) -> Path:
         stream.width = stream.height = 32
         stream.pix_fmt = "yuv420p"
         for i in range(n):
-            arr = np.full((32, 32, 3), i * 20, dtype=np.uint8)
+            arr = np.full((32, 32, 3), (i * 10) % 250, dtype=np.uint8)
             for pkt in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 out.mux(pkt)
         for pkt in stream.encode():

@@ -250,3 +250,56 @@ def test_validate_says_which_system_prompt_each_row_shape_gets(tiny_model_dir, t
     text = notes["system-prompt-rows"]
     assert "3 row(s) (e.g. row 0)" in text and "chat template's default" in text
     assert "1 row(s) (e.g. row 3): their own system turn" in text
+
+
+# --- done when: a mixed image/video dataset validates, previews, trains and merges ----------
+
+
+@pytest.mark.slow
+def test_mixed_dataset_previews_trains_and_merges(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    write_shape("content_parts", tmp_path / "data")
+    config = write_config_set(tmp_path / "config", tiny_model_dir("qwen2_vl"), MIXED_COLLATOR)
+    r = CliRunner().invoke(app, ["preview", str(config), "--rows", "0-3", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    samples = json.loads(r.stdout)["samples"]
+    assert [s["dropped"] for s in samples] == [None] * 4
+    pads = [
+        (
+            sum(t["piece"] == "<|image_pad|>" for t in s["tokens"]),
+            sum(t["piece"] == "<|video_pad|>" for t in s["tokens"]),
+        )
+        for s in samples
+    ]
+    # rows: two images / one video / an image and a video / one image
+    assert [(i > 0, v > 0) for i, v in pads] == [
+        (True, False),
+        (False, True),
+        (True, True),
+        (True, False),
+    ], pads
+    assert all(s["media_tokens"] >= i + v for s, (i, v) in zip(samples, pads, strict=True))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env["TMPDIR"] = str(tmp_path)
+
+    def vlmctl(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "vlmctl", *map(str, args)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    train = vlmctl("train", config)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "done: 2 steps" in train.stderr and "loss trend" in train.stderr
+    merge = vlmctl("merge", tmp_path / "run", "--output", tmp_path / "merged")
+    assert merge.returncode == 0, merge.stderr[-3000:] + merge.stdout[-3000:]
+    report = json.loads((tmp_path / "merged" / "merge-report.json").read_text())
+    assert report["verify"]["passed"] is True
