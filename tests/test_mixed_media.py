@@ -122,6 +122,8 @@ def test_mixed_dataset_validates_clean_with_both_kinds_counted(tiny_model_dir, t
     assert problems(doc) == []
     media = doc["config_sets"][0]["data"]["media"]
     assert media == {"images": 4, "videos": 2, "rows_with_images": 3, "rows_with_videos": 2}
+    text = CliRunner().invoke(app, ["validate", str(config)]).stdout
+    assert "4 images in 3 rows · 2 videos in 2 rows" in text
 
 
 def test_validate_lists_video_wins_rows_for_a_one_kind_processor(tiny_model_dir, tmp_path):

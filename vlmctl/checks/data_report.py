@@ -100,6 +100,14 @@ def render_summary_text(directory: str, summary: dict, file: TextIO | None = Non
             f"{_fmt(rows['with_warnings_only'])} with warnings only · "
             f"num-proc {rows['num_proc']} · {summary.get('seconds', 0)} s",
         )
+    media = summary.get("media")
+    if media:
+        grid.add_row(
+            "media",
+            f"{_fmt(media['images'])} images in {_fmt(media['rows_with_images'])} rows · "
+            f"{_fmt(media['videos'])} videos in {_fmt(media['rows_with_videos'])} rows "
+            "(columns and inline parts)",
+        )
     lengths = summary.get("lengths")
     if lengths and lengths.get("total"):
         table = Table(box=None, pad_edge=False, show_edge=False)
