@@ -289,28 +289,6 @@ def check_ready_to_train(cs) -> None:
             )
     if problems:
         raise ConfigError(problems)
-    _scan_local_rows(cs)
-
-
-def _scan_local_rows(cs) -> None:
-    """Every bad row of local data at once, before a worker starts (`data.scan`): a run would
-    otherwise stop at the first batch holding one, one bad row per attempt. Nothing is
-    written (the private `datasets` cache of validate); hub datasets are left to the run."""
-    from vlmctl.data.dataset import resolve_source
-
-    kind, _ = resolve_source(cs.collator, cs.dir)
-    if kind == "hub":
-        return
-    from vlmctl.checks.data_checks import private_datasets_cache
-    from vlmctl.data.dataset import load_splits
-    from vlmctl.data.scan import raise_for_bad_rows, scan_rows
-
-    with private_datasets_cache():
-        data = load_splits(cs.collator, cs.dir, seed=cs.train.seed)
-        found = scan_rows(data.train, cs.collator, data.media_dirs)
-        if data.eval is not None:
-            found += scan_rows(data.eval, cs.collator, data.media_dirs, split="eval")
-    raise_for_bad_rows(found)
 
 
 def check_output_dir(req: TrainRequest, output_dir: Path) -> tuple[Path | None, list[str]]:
