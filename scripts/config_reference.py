@@ -32,11 +32,13 @@ NOTES = {
     "dataset_columns.video_column": "The dataset's video column (optional).",
     "dataset_columns.context_column": "An extra context column (optional).",
     "data_processing.image_data": "Process images.",
-    "data_processing.video_data": "Process videos (wins when both are true).",
+    "data_processing.video_data": "Process videos (both on: each row keeps its images and "
+    "videos; video wins only for processors that take one kind per row).",
     "conversation": "Chat-shaped datasets (column, role_key, content_key, role_map, "
-    "images_column, videos_column, image_tag, video_tag, system_column); replaces "
-    "training_messages.",
-    "message_format.system_prompt": "Text of {system_prompt}.",
+    "images_column, videos_column, image_tag, video_tag, system_column, system_prompt); "
+    "replaces training_messages.",
+    "message_format.system_prompt": "Text of {system_prompt} (flat rows only; chat rows use "
+    "conversation.system_prompt).",
     "message_format.training_messages": "Turns: role system/user/assistant; content a string "
     "or parts {type: text, text} / {type: image} / {type: video}; {variables} are "
     "dataset_columns keys or system_prompt; {{ }} literal braces.",

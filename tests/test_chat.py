@@ -230,13 +230,14 @@ def test_image_and_video_in_one_sample_respects_data_processing():
     ]
     assert any("1 video(s) dropped" in n for n in ex.notes)
 
-    # video on (video wins over images): the image is dropped
+    # both on: the row keeps its image and its video (the collator applies "video wins" only
+    # for processors that take one kind per row)
     video_cfg = cfg_for(conv, data_processing={"image_data": True, "video_data": True})
     ex = conversation_to_example(row, video_cfg)
-    assert ex.videos == ["bm_teaser.mp4"] and ex.images == []
+    assert ex.videos == ["bm_teaser.mp4"] and ex.images == ["bm.jpg"]
     assert texts(ex)[1] == ["<video>", "What is this video about?"]
-    assert texts(ex)[3] == ["What does this image show?"]
-    assert any("1 image(s) dropped (video wins" in n for n in ex.notes)
+    assert texts(ex)[3] == ["<image>", "What does this image show?"]
+    assert not ex.notes
 
 
 def test_disabled_kind_is_not_count_checked():
@@ -312,19 +313,21 @@ def test_hf_typed_parts_take_media_from_list_in_order_and_arrow_none_keys():
     assert ex.images == [img]
     assert texts(ex)[0] == ["<image>", "and"]
     video = conversation_to_example(row, cfg_for(data_processing={"video_data": True}))
-    assert video.videos == [{"bytes": None, "path": "v.mp4"}]
-    assert texts(video)[0] == ["and", "<video>"]
+    assert video.videos == [{"bytes": None, "path": "v.mp4"}] and video.images == [img]
+    assert texts(video)[0] == ["<image>", "and", "<video>"]  # both on: the row keeps both
 
 
-def test_system_prompt_column_then_message_format_fallback():
-    conv = {"system_column": "sys"}
+def test_system_prompt_column_then_conversation_system_prompt():
+    conv = {"system_column": "sys", "system_prompt": "Default prompt."}
     turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    cfg = cfg_for(conv, message_format={"system_prompt": "Default prompt."})
+    cfg = cfg_for(conv)
     ex = conversation_to_example({"messages": turns, "sys": "Row prompt."}, cfg)
     assert texts(ex)[0] == ["Row prompt."] and roles(ex)[0] == "system"
     ex = conversation_to_example({"messages": turns, "sys": None}, cfg)
     assert texts(ex)[0] == ["Default prompt."]
-    ex = conversation_to_example({"messages": turns}, cfg_for())  # system_prompt null
+    # message_format.system_prompt is the flat rows' {system_prompt}: never a chat row's system
+    flat_prompt = cfg_for(message_format={"system_prompt": "Answer briefly."})
+    ex = conversation_to_example({"messages": turns}, flat_prompt)
     assert roles(ex) == ["user", "assistant"]
 
 

@@ -183,7 +183,7 @@ def test_no_assistant_turn(tmp_path):
     assert _only(_errors(d)[1]).code == "no-assistant"
 
 
-def test_video_wins_warns_image_part_dropped(tmp_path):
+def test_both_media_on_is_a_note_not_a_dropped_part(tmp_path):
     d = write_set(tmp_path / "s", collator=("\n    video_data: false", "\n    video_data: true"))
     edit(
         d / "vlm_collator_config.yaml",
@@ -192,8 +192,8 @@ def test_video_wins_warns_image_part_dropped(tmp_path):
     )
     cs, errors, findings = _errors(d)
     assert errors == [] and cs is not None
-    codes = {f.code for f in findings if f.severity == "warning"}
-    assert {"video-wins", "part-off"} <= codes
+    assert not {f.code for f in findings if f.severity == "warning"} & {"video-wins", "part-off"}
+    assert "both-media" in {f.code for f in findings if f.severity == "info"}
 
 
 def test_video_on_without_video_part(tmp_path):

@@ -624,8 +624,8 @@ def test_real_lmms_finetune_other_files(fname, images, videos, systems):
         )
         vex = [row_to_example(row, vc, i) for i, row in iter_rows(data.train)]
         assert [ex.videos for ex in vex] == [["bm_teaser.mp4"], ["curry_vs_thunder.mp4"]]
-        assert vex[0].images == [] and any("image(s) dropped" in n for n in vex[0].notes)
-        assert assert_media_resolve(data, enumerate(vex)) == 2
+        assert vex[0].images == ["bm.jpg"] and not vex[0].notes  # both kept, per row
+        assert assert_media_resolve(data, enumerate(vex)) == 3
 
 
 @pytest.mark.parametrize(

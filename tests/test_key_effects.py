@@ -274,7 +274,8 @@ EFFECTS: dict[str, Effect] = {
         [f"{C}data_processing.video_data=true"],
         "batch",
         "tensors",
-        "videos processed (video wins over images: pixel_values_videos replaces pixel_values)",
+        "videos processed (with image_data too, each row keeps both kinds on a processor "
+        "that takes both: pixel_values_videos beside pixel_values)",
     ),
     "collator.conversation.column": E(
         "chat",
@@ -334,6 +335,13 @@ EFFECTS: dict[str, Effect] = {
         "batch",
         "input_ids",
         "a per-row system prompt",
+    ),
+    "collator.conversation.system_prompt": E(
+        "chat",
+        [f"{C}conversation.system_prompt=Be exact."],
+        "batch",
+        "input_ids",
+        "the system turn of chat rows without their own (default none: the template's own)",
     ),
     "collator.message_format.system_prompt": E(
         "img",

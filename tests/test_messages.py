@@ -199,15 +199,15 @@ def test_context_column_placed_by_template_is_not_duplicated():
     assert ex.messages[0]["content"] == [{"type": "text", "text": "What colour? Context: flag"}]
 
 
-def test_video_wins_turns_image_slot_into_video_slot():
+def test_video_only_turns_image_slot_into_video_slot():
     # The seed's scenario 2: only the flags change, the template keeps its image part.
-    cfg = _cfg(data_processing={"image_data": True, "video_data": True})
+    cfg = _cfg(data_processing={"image_data": False, "video_data": True})
     ex = row_to_example(ROW, cfg, 0)
     assert ex.images == [] and ex.videos == ["v.mp4"]
     assert [p["type"] for p in ex.messages[0]["content"]] == ["text", "video", "text"]
 
 
-def test_video_wins_drops_image_parts_when_template_has_video_parts():
+def test_both_on_keeps_image_and_video_parts():
     msgs = [
         {
             "role": "user",
@@ -220,8 +220,8 @@ def test_video_wins_drops_image_parts_when_template_has_video_parts():
         message_format={"training_messages": msgs},
     )
     ex = row_to_example(ROW, both, 0)
-    assert ex.images == [] and ex.videos == ["v.mp4"]
-    assert [p["type"] for p in ex.messages[0]["content"]] == ["video", "text"]
+    assert ex.images == ["a.png"] and ex.videos == ["v.mp4"]
+    assert [p["type"] for p in ex.messages[0]["content"]] == ["image", "video", "text"]
     images_only = _cfg(message_format={"training_messages": msgs})
     ex = row_to_example(ROW, images_only, 0)
     assert ex.images == ["a.png"] and ex.videos == []

@@ -67,13 +67,13 @@ def seed_masking(tmp_path_factory, qwen):
 def test_json_schema_and_token_kinds_snapshot(answers_only):
     doc = preview_json(answers_only, "--rows", "0")
     assert sorted(doc) == ["batch", "config_dir", "model", "rows", "samples", "version"]
-    assert doc["version"] == 1 and doc["rows"] == [0]
+    assert doc["version"] == 2 and doc["rows"] == [0]
     assert sorted(doc["model"]) == ["model_class", "model_id", "processor_class", "source"]
     assert doc["model"]["processor_class"] == "Qwen2VLProcessor"
     assert sorted(doc["batch"]) == ["pad_tokens", "padding_fraction", "tensors", "total_tokens"]
     (s,) = doc["samples"]
     assert sorted(s) == [
-        "dropped", "length", "media_tokens", "original_length", "padding_tokens", "row",
+        "dropped", "length", "media_tokens", "notes", "original_length", "padding_tokens", "row",
         "spans", "supervised_tokens", "text", "tokens", "truncated",
     ]  # fmt: skip
     assert sorted(s["tokens"][0]) == ["id", "kind", "label", "part", "piece"]

@@ -74,7 +74,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from itertools import accumulate, chain
 from pathlib import Path
@@ -290,6 +290,7 @@ class VLMCollator:
         # gets one text per call, no offsets: spans are found by prefix calls.
         self._narrow = not self.prefix_suffix and not _takes_any_kwargs(processor)
         self._offsets_unmappable = False  # set when the processor returns no replacement map
+        self.takes_both_media = takes_images_and_videos(processor)
 
     # ------------------------------------------------------------------ public API
 
@@ -344,7 +345,7 @@ class VLMCollator:
         Media tensors then stay batched (`collate_encoded` of exactly these encodings, in this
         order, reuses them); a subset is re-processed as one call when collated.
         """
-        prepared = self._prepare_many(examples)
+        prepared = self._prepare_many([self.fit_media(ex) for ex in examples])
         encoded = self._process_prepared(prepared)
         for enc in encoded:
             enc.original_length = enc.length
@@ -484,6 +485,32 @@ class VLMCollator:
         return out
 
     # ------------------------------------------------------------------ media
+
+    def fit_media(self, example: Example) -> Example:
+        """The example as this processor can take it: "video wins" in a row with images AND
+        videos only when the processor takes one kind per row (noted in `example.notes`).
+
+        Rows keep both kinds for processors that take both (Qwen2-VL, LLaVA-OneVision, ...).
+        """
+        if self.takes_both_media or not (example.images and example.videos):
+            return example
+        n = len(example.images)
+        messages = []
+        for msg in example.messages:
+            content = msg.get("content")
+            if isinstance(content, list):
+                kept = [
+                    p for p in content if not (isinstance(p, dict) and p.get("type") == "image")
+                ]
+                if not kept:
+                    continue
+                msg = {**msg, "content": kept}
+            messages.append(msg)
+        note = (
+            f"{n} image(s) dropped: {type(self.processor).__name__} takes images or video in a "
+            "row, not both (video wins)"
+        )
+        return replace(example, messages=messages, images=[], notes=[*example.notes, note])
 
     def _load_media(self, example: Example):
         from vlmctl.media.images import load_image
@@ -1175,6 +1202,22 @@ class VLMCollator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+# Processors with an image AND a video processor that still refuse both in one call.
+_ONE_MEDIA_KIND_PER_CALL = ("SmolVLMProcessor",)
+
+
+def takes_images_and_videos(processor: Any) -> bool:
+    """Whether the processor takes images and videos in the same row (Qwen2-VL: yes; LLaVA,
+    Idefics3, PaliGemma: no video processor; SmolVLM: one kind per call)."""
+    names = {c.__name__ for c in type(processor).__mro__}
+    if names & set(_ONE_MEDIA_KIND_PER_CALL):
+        return False
+    return (
+        getattr(processor, "image_processor", None) is not None
+        and getattr(processor, "video_processor", None) is not None
+    )
 
 
 def _own_mm_type_ids(processor: Any) -> list[tuple[int, np.ndarray]] | None:

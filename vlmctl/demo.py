@@ -231,6 +231,9 @@ def score(
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     """Build, train, merge, evaluate. Returns the report (also written to demo-report.json)."""
     from vlmctl.errors import Finding, VlmctlError
+    from vlmctl.quiet import quiet_bitsandbytes
+
+    quiet_bitsandbytes()  # the demo never quantizes; its scoring imports PEFT
 
     t0 = time.monotonic()
     out = opts.out.resolve()

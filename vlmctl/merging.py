@@ -1202,6 +1202,21 @@ def judge(report: dict, dtype: str) -> tuple[bool, bool]:
     return ok, noop
 
 
+BF16_ROUNDING = 2.0**-8  # bf16 keeps 8 significant bits: half a unit in the last place
+
+
+def change_vs_base(fig: dict) -> dict:
+    """How much the adapter moves the logits against the base, and whether that is within
+    bf16 rounding of the logits (max |logit| x 2^-8): then the adapter has not measurably
+    changed the model (too few steps, a tiny learning rate), though verify may pass."""
+    bound = BF16_ROUNDING * max(1.0, fig["max_abs_logit"])
+    return {
+        "max_abs_dlogit": fig["max_abs_dlogit"],
+        "bf16_rounding": bound,
+        "within_bf16_rounding": fig["max_abs_dlogit"] <= bound,
+    }
+
+
 # --------------------------------------------------------------------------- the merge
 
 
@@ -1238,6 +1253,9 @@ def run_merge(opts: MergeOptions, log: Callable[[str], None] = lambda _m: None) 
 
     started = time.monotonic()
     plan = plan_merge(opts)
+    from vlmctl.quiet import quiet_bitsandbytes
+
+    quiet_bitsandbytes(plan.trained_quantized)
     _quiet_transformers()
     from vlmctl import __version__
 
@@ -1318,6 +1336,7 @@ def run_merge(opts: MergeOptions, log: Callable[[str], None] = lambda _m: None) 
             passed, noop_logits = judge(figures, plan.dtype)
             noop = noop or noop_logits
             figures["passed"] = passed
+            figures["change_vs_base"] = change_vs_base(figures["adapter_vs_base"])
             report["verify"] = figures
         report["noop"] = noop
         report["seconds"] = round(time.monotonic() - started, 2)

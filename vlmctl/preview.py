@@ -13,9 +13,9 @@ Rows are the dataset file's own rows (`eval_size` is not applied, as in `validat
 nothing is written (the same private `datasets` cache as `validate`).
 
 JSON (stable; `version` changes when a key does):
-`{"version": 1, "config_dir", "model": {...}, "rows": [...], "batch": {"tensors": {name:
+`{"version": 2, "config_dir", "model": {...}, "rows": [...], "batch": {"tensors": {name:
 {"shape", "dtype"}}, "padding_fraction", "pad_tokens", "total_tokens"}, "samples": [{"row",
-"dropped", "length", "original_length", "truncated", "supervised_tokens", "media_tokens",
+"dropped", "notes" (what was done to the row's media, e.g. a dropped video), "length", "original_length", "truncated", "supervised_tokens", "media_tokens",
 "padding_tokens", "text", "spans": [{"kind", "start", "end", "display"}], "tokens": [{"id",
 "piece", "kind", "part", "label"}]}]}`.
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 from vlmctl.errors import DataError, Finding, UsageError
 
-PREVIEW_VERSION = 1
+PREVIEW_VERSION = 2  # 2: each sample has `notes`
 KINDS = ("trained", "prompt", "media", "pad")
 STYLES = {"trained": "bold green", "prompt": "dim", "media": "magenta", "pad": "grey50"}
 _PART = {0: "pad", 1: "prompt", 2: "media", 3: "answer"}
@@ -140,9 +140,15 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
             data.media_dirs,
             model_type=model_type_of(cs.model_location(), cs.model.revision),
         )
-        # Exactly what the collator's __call__ does for a training batch.
-        examples = [row_to_example(row, c, i) for i, row in zip(rows, raw, strict=True)]
-        encoded = collator.encode_examples(examples)
+        # Exactly what the collator's __call__ does for a training batch, except that every
+        # bad row is reported (validate's way), not only the first.
+        examples, bad_rows = [], []
+        for i, row in zip(rows, raw, strict=True):
+            try:
+                examples.append(collator.fit_media(row_to_example(row, c, i)))
+            except DataError as exc:
+                bad_rows += _at_row(exc.findings, i)
+        encoded = _encode_all(collator, examples, bad_rows)
         kept = [e for e in encoded if not e.drop_reason]
         if not kept:
             raise DataError(
@@ -159,6 +165,56 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
     return _document(cs, res, rows, encoded, kept, batch, kinds, collator)
 
 
+def _at_row(findings: list[Finding], row: int | None) -> list[Finding]:
+    for f in findings:
+        if f.row is None:
+            f.row = row
+    return list(findings)
+
+
+def _encode_all(collator: Any, examples: list, bad_rows: list[Finding]) -> list:
+    """Encode the rows in one call; when a row fails, find every failing row, then raise
+    one DataError listing them all (as validate does), not only the first."""
+    if not bad_rows:
+        try:
+            return collator.encode_examples(examples)
+        except DataError:
+            if len(examples) == 1:
+                raise
+    encoded = []
+    for ex in examples:
+        try:
+            encoded += collator.encode_examples([ex])
+        except DataError as exc:
+            bad_rows += _at_row(exc.findings, ex.row)
+    if bad_rows:
+        raise DataError(sorted(bad_rows, key=lambda f: -1 if f.row is None else f.row))
+    return collator.encode_examples(examples)
+
+
+def decode_pieces(tok: Any, ids: list[int]) -> list[str]:
+    """One display piece per token. Byte-level pieces of non-Latin text (a Chinese character,
+    a Korean syllable, an emoji spread over 2-4 tokens) decode to U+FFFD one at a time: such a
+    run is decoded together, its text goes on its first token and the others get ""."""
+    pieces = [tok.decode([t]) for t in ids]
+    out = list(pieces)
+    i, n = 0, len(ids)
+    while i < n:
+        if "\ufffd" not in pieces[i]:
+            i += 1
+            continue
+        for j in range(i + 2, min(n, i + 8) + 1):
+            text = tok.decode(ids[i:j])
+            if "\ufffd" not in text:
+                out[i] = text
+                out[i + 1 : j] = [""] * (j - i - 1)
+                i = j
+                break
+        else:
+            i += 1
+    return out
+
+
 def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
     tok = collator.tokenizer
     ignore = cs.collator.label_masking.ignore_index
@@ -168,9 +224,10 @@ def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
     samples = []
     k = 0
     for enc in encoded:
+        notes = list(enc._prepared.example.notes) if enc._prepared is not None else []
         if enc.drop_reason:
             samples.append({
-                "row": enc.row, "dropped": enc.drop_reason, "length": 0,
+                "row": enc.row, "dropped": enc.drop_reason, "notes": notes, "length": 0,
                 "original_length": enc.original_length, "truncated": False,
                 "supervised_tokens": 0, "media_tokens": enc.num_media_tokens,
                 "padding_tokens": 0, "text": enc.text, "spans": [], "tokens": [],
@@ -180,7 +237,7 @@ def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
         labels = labels_b[k].tolist()
         parts = kinds[k].tolist()
         k += 1
-        pieces = [tok.decode([t]) for t in ids]
+        pieces = decode_pieces(tok, ids)
         tokens = [
             {"id": t, "piece": p, "kind": _token_kind(part, lab, ignore), "part": _PART[part],
              "label": lab}
@@ -201,7 +258,7 @@ def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
                 )
                 start = i
         samples.append({
-            "row": enc.row, "dropped": None, "length": enc.length,
+            "row": enc.row, "dropped": None, "notes": notes, "length": enc.length,
             "original_length": enc.original_length, "truncated": enc.truncated,
             "supervised_tokens": sum(1 for t in tokens if t["kind"] == "trained"),
             "media_tokens": sum(1 for t in tokens if t["part"] == "media"),
@@ -258,6 +315,8 @@ def render_preview_text(doc: dict, file: Any = None) -> None:
                 f"[bold]row {s['row']}[/]: [yellow]dropped ({s['dropped']})[/], "
                 f"{s['original_length']} tokens before the length policy"
             )
+            for note in s.get("notes") or []:
+                console.print(Text(f"note: row {s['row']}: {note}", style="yellow"))
             continue
         cut = f", cut from {s['original_length']}" if s["truncated"] else ""
         table = Table(
@@ -277,6 +336,8 @@ def render_preview_text(doc: dict, file: Any = None) -> None:
                 Text(sp["display"], style=STYLES[sp["kind"]]),
             )
         console.print(table)
+        for note in s.get("notes") or []:
+            console.print(Text(f"note: row {s['row']}: {note}", style="yellow"))
         console.print(
             Panel(Text(s["text"]), title="rendered chat", title_align="left", expand=True)
         )

@@ -96,12 +96,12 @@ def _gh_escape(text: str, prop: bool = False) -> str:
     return text
 
 
-def render_github(reports: Sequence[SetReport]) -> str:
+def render_github(reports: Sequence[SetReport], hide: set[str] | frozenset = frozenset()) -> str:
     """GitHub Actions workflow commands: `::error file=..,line=..,col=..,title=..::message`."""
     level = {"error": "error", "warning": "warning", "info": "notice"}
     lines = []
     for r in reports:
-        for f in r.sorted():
+        for f in shown_findings(r.sorted(), hide):
             props = []
             if f.file and not f.file.startswith("--set"):
                 props.append(f"file={_gh_escape(f.file, True)}")
@@ -131,18 +131,76 @@ def _count_words(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {_NOUN[sev]}{'s' if n != 1 else ''}" for sev, n in counts.items())
 
 
+HIDE_NOTES_ENV = "VLMCTL_HIDE_NOTES"
+
+
+def hidden_note_codes(option: str | None = None) -> set[str]:
+    """Note codes to leave out of text/GitHub output: `--hide-notes` plus VLMCTL_HIDE_NOTES
+    (comma-separated codes, or `all`)."""
+    out: set[str] = set()
+    for text in (option, os.environ.get(HIDE_NOTES_ENV)):
+        out |= {c.strip() for c in (text or "").split(",") if c.strip()}
+    return out
+
+
+def shown_findings(findings: Sequence[Finding], hide: set[str] | frozenset = frozenset()):
+    """Findings as people read them: each note once (the same note said twice, e.g. for the
+    same key in two places, is one line), notes whose code is hidden left out."""
+    seen: set[tuple] = set()
+    out = []
+    for f in findings:
+        if f.severity == "info":
+            if "all" in hide or (f.code and f.code in hide):
+                continue
+            sig = (f.code, f.message)
+            if sig in seen:
+                continue
+            seen.add(sig)
+        out.append(f)
+    return out
+
+
 def _text_lines(
-    reports: Sequence[SetReport], strict: bool, mark: Callable[[str, str], str]
+    reports: Sequence[SetReport],
+    strict: bool,
+    mark: Callable[[str, str], str],
+    hide: set[str] | frozenset = frozenset(),
 ) -> list[str]:
-    """The report's lines; `mark(style, text)` adds colour (or nothing) around text."""
+    """The report's lines; `mark(style, text)` adds colour (or nothing) around text.
+
+    Each note ends with its code in brackets, the name `--hide-notes` / VLMCTL_HIDE_NOTES take
+    to silence it; a note already shown for an earlier config set is not repeated."""
     style = {"error": "bold red", "warning": "yellow", "info": "cyan"}
     lines = []
+    said: set[tuple] = set()
+    notes_shown = 0
     for r in reports:
         ok = mark("green", "ok") if r.ok(strict) else mark("bold red", "FAILED")
         counts = _count_words({sev: r.count(sev) for sev in SEVERITIES})
+        shown = shown_findings(r.sorted(), hide)
+        hidden = r.count("info") - sum(1 for f in shown if f.severity == "info")
+        if hidden:
+            counts += f", {hidden} hidden"
         lines.append(f"{mark('bold', r.dir)}: {ok} ({counts})")
-        for f in r.sorted():
-            lines.append(f"  {mark(style[f.severity], f.severity)}: {mark('', f.one_line())}")
+        for f in shown:
+            text = f.one_line()
+            if f.severity == "info":
+                sig = (f.code, f.message, f.hint)
+                if sig in said:
+                    continue
+                said.add(sig)
+                notes_shown += 1
+                if f.code:
+                    text += f" [{f.code}]"
+            lines.append(f"  {mark(style[f.severity], f.severity)}: {mark('', text)}")
+    if notes_shown:
+        lines.append(
+            mark(
+                "dim",
+                f"(silence notes by their [code]: --hide-notes CODE,CODE or --hide-notes all, "
+                f"or {HIDE_NOTES_ENV}=...)",
+            )
+        )
     if len(reports) > 1:
         s = _summary(reports, strict)
         counts = _count_words({sev: s[f"{sev}s"] for sev in SEVERITIES})
@@ -151,7 +209,10 @@ def _text_lines(
 
 
 def render_text(
-    reports: Sequence[SetReport], strict: bool = False, file: TextIO | None = None
+    reports: Sequence[SetReport],
+    strict: bool = False,
+    file: TextIO | None = None,
+    hide: set[str] | frozenset = frozenset(),
 ) -> None:
     """Findings grouped per config set, coloured by severity (plain when not a terminal).
 
@@ -160,7 +221,8 @@ def render_text(
     """
     out = file or sys.stdout
     if not _wants_colour(out):
-        out.write("".join(line + "\n" for line in _text_lines(reports, strict, lambda _s, t: t)))
+        lines = _text_lines(reports, strict, lambda _s, t: t, hide)
+        out.write("".join(line + "\n" for line in lines))
         return
     from rich.console import Console
     from rich.markup import escape
@@ -169,5 +231,5 @@ def render_text(
         return f"[{style}]{escape(text)}[/]" if style else escape(text)
 
     console = Console(file=out, highlight=False, soft_wrap=True)
-    for line in _text_lines(reports, strict, mark):
+    for line in _text_lines(reports, strict, mark, hide):
         console.print(line)

@@ -319,7 +319,8 @@ def column_findings(cs: Any, columns: list[str]) -> list[Finding]:
                 f"conversation.{kind}_column",
                 col,
                 "warning",
-                f": rows carry no {kind} (a {kind[:-1]} tag in a row is then an error)",
+                f": {kind} come only from inline content parts (a {kind[:-1]} tag without "
+                f"one is then an error; set {kind}_column: null when that is meant)",
             )
     return out
 
@@ -445,6 +446,9 @@ class RowResult:
     length: int = -1  # full length (text + expanded media), -1 when not encoded
     media_tokens: int = 0
     supervised: int = 0  # supervised tokens `train` keeps for this row
+    images: int = 0  # media the row carries after rendering (column and inline alike)
+    videos: int = 0
+    system_source: str | None = None  # chat rows: where the system turn comes from
     outcome: str = "ok"  # ok | invalid | dropped_too_long | cut_text | dropped_media_span
     #                      | dropped_no_labels | length_error | not_encoded
     fatal: list[Finding] | None = None  # a set-level problem: stop the pass
@@ -492,6 +496,10 @@ def _prepare_row(state: _State, index: int, row: dict) -> tuple[RowResult, Any |
     except ConfigError as exc:
         res.fatal = exc.findings
         return res, None
+    if state.collator is not None:
+        ex = state.collator.fit_media(ex)  # "video wins" for one-kind processors, noted
+    res.images, res.videos = len(ex.images), len(ex.videos)
+    res.system_source = ex.system_source
     for note in ex.notes:
         add(Finding("warning", note, code="row-note"))
     bad_media = _check_videos(state, ex, add) if ex.videos else False
@@ -828,7 +836,6 @@ class _Collector:
         self.per_code: Counter = Counter()
         self.overflow: dict[tuple[str, str], list] = {}
         self.lengths = array("i")
-        self.media = array("i")
         self.outcomes: Counter = Counter()
         self.supervised_total = 0
         self.rows_checked = 0  # train rows
@@ -836,6 +843,13 @@ class _Collector:
         self.rows_with_errors = 0
         self.rows_with_warnings = 0
         self.fatal: list[Finding] | None = None
+        self.media: array = array("i")
+        self.images = 0
+        self.videos = 0
+        self.rows_with_images = 0
+        self.rows_with_videos = 0
+        self.system_sources: Counter = Counter()
+        self.system_rows: dict[str, int] = {}
 
     def add(self, r: RowResult, stats: bool = True) -> None:
         if stats:
@@ -857,6 +871,13 @@ class _Collector:
                     entry[1].append(r.row)
         if not stats:
             return
+        self.images += r.images
+        self.videos += r.videos
+        self.rows_with_images += r.images > 0
+        self.rows_with_videos += r.videos > 0
+        if r.system_source:
+            self.system_sources[r.system_source] += 1
+            self.system_rows.setdefault(r.system_source, r.row)
         self.outcomes[r.outcome] += 1
         if r.length >= 0:
             self.lengths.append(r.length)
@@ -1020,7 +1041,132 @@ def _check_loaded(
         summary["skipped"].append("rows: stopped at a problem every row would have")
     findings += col.findings
     findings += col.overflow_findings()
+    findings += _media_and_system_notes(cs, col)
+    locate_rows(cs, data, findings)
     _summarise(cs, col, collator, total, n_checked, sample, opts, result)
+
+
+def _row_lines(path: Path, rows: set[int]) -> dict[int, int]:
+    """Row index -> the line its record starts on, for CSV/TSV and JSON-lines files."""
+    out: dict[int, int] = {}
+    if not rows:
+        return out
+    last = max(rows)
+    suffix = path.suffix.lower()
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        if suffix in (".csv", ".tsv"):
+            import csv
+
+            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            next(reader, None)  # the header
+            idx = 0
+            while idx <= last:
+                start = reader.line_num + 1
+                record = next(reader, None)
+                if record is None:
+                    break
+                if not record:
+                    continue  # a blank line is no row
+                if idx in rows:
+                    out[idx] = start
+                idx += 1
+            return out
+        head = f.read(4096).lstrip()
+        if head.startswith("["):
+            return out  # one JSON document: no line per row
+        f.seek(0)
+        idx = 0
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if idx in rows:
+                out[idx] = lineno
+            idx += 1
+            if idx > last:
+                break
+    return out
+
+
+def locate_rows(cs: Any, data: Any, findings: list[Finding]) -> None:
+    """Give each row finding a place in a file, for `--format github` (`extra["at"]`):
+    the data file and the row's line (CSV/JSON lines), else the config's `dataset.path` line.
+
+    Text and JSON keep their shape (row findings say `row N`); annotations need a file.
+    """
+    row_findings = [f for f in findings if f.row is not None and f.file is None]
+    if not row_findings:
+        return
+    c = cs.collator
+    fallback = cs.location("collator", "dataset.path")
+    sources: dict[str, Path | None] = {"train": None, "eval": None}
+    if isinstance(data.source, Path) and data.source.is_file():
+        sources["train"] = data.source
+    if c.dataset.eval_path:
+        eval_file = (Path(cs.dir) / Path(c.dataset.eval_path).expanduser()).resolve()
+        sources["eval"] = eval_file if eval_file.is_file() else None
+    elif c.dataset.eval_split is None:
+        sources["eval"] = sources["train"]
+    lines: dict[str, dict[int, int]] = {}
+    for split, path in sources.items():
+        if path is None:
+            continue
+        wanted = {f.row for f in row_findings if f.extra.get("split", "train") == split}
+        try:
+            lines[split] = _row_lines(path, wanted)
+        except (OSError, UnicodeDecodeError, ValueError):
+            lines[split] = {}
+    for f in row_findings:
+        split = f.extra.get("split", "train")
+        path = sources.get(split)
+        if path is None:
+            file, line, _col = fallback
+            f.extra = {**f.extra, "at": (file, line)}
+        else:
+            f.extra = {**f.extra, "at": (str(path), lines.get(split, {}).get(f.row))}
+
+
+_SYSTEM_WORDS = {
+    "system turn": "their own system turn",
+    "system_column": "the system_column value",
+    "conversation.system_prompt": "conversation.system_prompt",
+    "template default": "no system turn from vlmctl: the chat template's default applies",
+}
+
+
+def _media_and_system_notes(cs: Any, col: _Collector) -> list[Finding]:
+    """The media the rows really carry (column and inline alike), and chat rows' system turn."""
+    c = cs.collator
+    out: list[Finding] = []
+    if col.fatal or not col.rows_checked:
+        return out
+    for kind, on, n in (("image", c.use_images, col.images), ("video", c.use_video, col.videos)):
+        if on and n == 0 and not (kind == "image" and c.use_video and col.videos):
+            out.append(
+                cs.finding(
+                    "warning",
+                    "collator",
+                    f"data_processing.{kind}_data",
+                    f"{kind}_data is true but none of the {col.rows_checked} checked rows "
+                    f"carries a {kind} (column or inline content part)",
+                    hint=f"set {kind}_data: false, or check the {kind} column / tags",
+                    code="no-media-in-rows",
+                )
+            )
+    if c.conversation is not None and col.system_sources:
+        shapes = "; ".join(
+            f"{n} row(s) (e.g. row {col.system_rows[src]}): {_SYSTEM_WORDS.get(src, src)}"
+            for src, n in col.system_sources.most_common()
+        )
+        out.append(
+            cs.finding(
+                "info",
+                "collator",
+                "conversation.system_prompt",
+                f"system prompt per row shape: {shapes}",
+                code="system-prompt-rows",
+            )
+        )
+    return out
 
 
 def _summarise(
@@ -1044,6 +1190,12 @@ def _summarise(
         "with_errors": col.rows_with_errors,
         "with_warnings_only": col.rows_with_warnings,
         "num_proc": opts.num_proc,
+    }
+    summary["media"] = {
+        "images": col.images,
+        "videos": col.videos,
+        "rows_with_images": col.rows_with_images,
+        "rows_with_videos": col.rows_with_videos,
     }
     if collator is None:
         summary["lengths"] = None

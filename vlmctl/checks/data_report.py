@@ -41,12 +41,17 @@ def json_with_data(text: str, summaries: Sequence[dict | None]) -> str:
 
 
 def github_ready(findings: Sequence[Finding]) -> list[Finding]:
-    """Copies whose message starts with `row N:` (an annotation has no row field)."""
+    """Copies whose message starts with `row N:` (an annotation has no row field), placed at
+    the data file and the row's line (or the config's `dataset.path` line) so they attach."""
     out = []
     for f in findings:
-        if f.row is not None and not f.message.startswith(f"row {f.row}"):
+        if f.row is not None:
             f = copy.copy(f)
-            f.message = f"row {f.row}: {f.message}"
+            if not f.message.startswith(f"row {f.row}"):
+                f.message = f"row {f.row}: {f.message}"
+            at = f.extra.get("at")
+            if f.file is None and at:
+                f.file, f.line, f.col = at[0], at[1], None
         out.append(f)
     return out
 
@@ -94,6 +99,14 @@ def render_summary_text(directory: str, summary: dict, file: TextIO | None = Non
             f" · {_fmt(rows['with_errors'])} with errors · "
             f"{_fmt(rows['with_warnings_only'])} with warnings only · "
             f"num-proc {rows['num_proc']} · {summary.get('seconds', 0)} s",
+        )
+    media = summary.get("media")
+    if media:
+        grid.add_row(
+            "media",
+            f"{_fmt(media['images'])} images in {_fmt(media['rows_with_images'])} rows · "
+            f"{_fmt(media['videos'])} videos in {_fmt(media['rows_with_videos'])} rows "
+            "(columns and inline parts)",
         )
     lengths = summary.get("lengths")
     if lengths and lengths.get("total"):

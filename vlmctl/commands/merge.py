@@ -130,5 +130,16 @@ def print_report(report: dict, console) -> None:
     console.print(table)
     status = "passed" if verify["passed"] else "FAILED"
     console.print(f"verify {status} ({report['dtype']}, {report['mode']})")
+    change = verify.get("change_vs_base")
+    if change:
+        d, bound = change["max_abs_dlogit"], change["bf16_rounding"]
+        if change["within_bf16_rounding"] and not report.get("noop"):
+            console.print(
+                f"[yellow]note: the adapter has not measurably changed the model: max |Δlogit| "
+                f"vs the base {d:.3g} is within bf16 rounding of the logits ({bound:.3g}); "
+                "train for more steps or with a higher learning rate[/]"
+            )
+        elif not report.get("noop"):
+            console.print(f"adapter vs base: max |Δlogit| {d:.3g} (bf16 rounding {bound:.3g})")
     if report.get("noop"):
         console.print("[bold red]WARNING: the adapter changes nothing (merged == base)[/]")

@@ -52,13 +52,29 @@ def validate(
     num_proc: Annotated[
         int, typer.Option("--num-proc", min=1, help="Dataset pass: worker processes for rows.")
     ] = 1,
+    hide_notes: Annotated[
+        str | None,
+        typer.Option(
+            "--hide-notes",
+            help="Leave notes out of text/GitHub output: their [code]s, comma-separated, or "
+            "all (also VLMCTL_HIDE_NOTES). JSON keeps every finding.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check config sets: YAML, keys, types, cross-field rules; then the dataset: columns, rows,
     media and token lengths with the real processor (skip with --config-only). Exit 0 ok (or
     warnings only), 1 errors, 2 usage. Writes nothing.
     """
     from vlmctl.config.load import collect_config_set, parse_override
-    from vlmctl.report import SetReport, exit_code, render_github, render_json, render_text
+    from vlmctl.report import (
+        SetReport,
+        exit_code,
+        hidden_note_codes,
+        render_github,
+        render_json,
+        render_text,
+    )
 
     parsed = [parse_override(o) for o in overrides or []]  # a bad --set is a usage error (2)
     if sample is not None and all_rows:
@@ -95,11 +111,11 @@ def validate(
             from vlmctl.checks.data_report import github_ready
 
             reports = [SetReport(dir=r.dir, findings=github_ready(r.findings)) for r in reports]
-        text = render_github(reports)
+        text = render_github(reports, hidden_note_codes(hide_notes))
         if text:
             print(text)
     else:
-        render_text(reports, strict)
+        render_text(reports, strict, hide=hidden_note_codes(hide_notes))
         for report, summary in zip(reports, summaries, strict=True):
             if summary is not None:
                 from vlmctl.checks.data_report import render_summary_text

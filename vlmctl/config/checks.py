@@ -64,16 +64,17 @@ def _media(cs: ConfigSet) -> list[Finding]:
             )
         )
         return out
-    if dp.image_data and dp.video_data:
+    if dp.image_data and dp.video_data and c.video_processing.enabled:
         out.append(
             cs.finding(
-                "warning",
+                "info",
                 "collator",
                 "data_processing.video_data",
-                "image_data and video_data are "
-                "both true: video wins, image parts and image columns are ignored",
-                hint="set image_data: false to say so, or video_data: false to train on images",
-                code="video-wins",
+                "image_data and video_data are both true: each row keeps its images and videos "
+                "when the processor takes both (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, "
+                "InternVL, ...); with a processor that takes one kind per row, video wins in "
+                "rows that have both (validate lists those rows)",
+                code="both-media",
             )
         )
     if dp.video_data and not c.video_processing.enabled:
@@ -111,30 +112,9 @@ def _media(cs: ConfigSet) -> list[Finding]:
                     code="media-column",
                 )
             )
-    else:
-        if c.use_images and conv.images_column is None:
-            out.append(
-                cs.finding(
-                    "warning",
-                    "collator",
-                    "conversation.images_column",
-                    "image_data is true but "
-                    "conversation.images_column is null: rows carry no images",
-                    hint="name the column holding each row's images",
-                    code="media-column",
-                )
-            )
-        if c.use_video and conv.videos_column is None:
-            out.append(
-                cs.finding(
-                    "error",
-                    "collator",
-                    "conversation.videos_column",
-                    "video_data is true but conversation.videos_column is null",
-                    hint="name the column holding the videos",
-                    code="media-column",
-                )
-            )
+    # Chat rows may carry their media inline in content parts ({"type": "video", "video":
+    # "clip.mp4"}): a null images_column/videos_column is fine; validate's row pass counts
+    # the media the rows really carry and warns when an enabled kind never occurs.
     lib = c.video_processing.frame_extraction.library
     module = {"decord": "decord", "pyav": "av", "cv2": "cv2"}[lib]
     if c.use_video and importlib.util.find_spec(module) is None:
@@ -154,7 +134,7 @@ def _media(cs: ConfigSet) -> list[Finding]:
 def _messages(cs: ConfigSet) -> list[Finding]:
     c = cs.collator
     if c.conversation is not None:
-        return [
+        out_conv = [
             cs.finding(
                 "info",
                 "collator",
@@ -164,6 +144,21 @@ def _messages(cs: ConfigSet) -> list[Finding]:
                 code="conversation",
             )
         ]
+        prompt = c.message_format.system_prompt
+        if prompt and prompt.strip() and not c.conversation.system_prompt:
+            out_conv.append(
+                cs.finding(
+                    "info",
+                    "collator",
+                    "message_format.system_prompt",
+                    f"message_format.system_prompt {prompt!r} is not used for chat rows: rows "
+                    "without a system turn (or system_column value) get the chat template's "
+                    "default",
+                    hint="set conversation.system_prompt to give them one",
+                    code="system-prompt",
+                )
+            )
+        return out_conv
     variables = c.dataset_columns.mapping()
     known = sorted([*variables, "system_prompt"])
     out: list[Finding] = []
@@ -233,11 +228,7 @@ def _messages(cs: ConfigSet) -> list[Finding]:
 def _media_part(cs: ConfigSet, kind: str, key: tuple) -> list[Finding]:
     c = cs.collator
     if kind == "image" and not c.use_images:
-        why = (
-            "video wins when both image_data and video_data are true"
-            if c.data_processing.image_data
-            else "image_data is false"
-        )
+        why = "image_data is false"
         return [
             cs.finding(
                 "warning",

@@ -91,7 +91,9 @@ class DatasetColumns(BaseModel):
 
 
 class DataProcessing(Strict):
-    """Which media to process. Both on: video wins (most processors take one kind)."""
+    """Which media to process. Both on: each row keeps the images and videos it has when the
+    model's processor takes both (Qwen2-VL and most current families); video wins only in rows
+    with both for a processor that takes one kind per row."""
 
     image_data: bool = True
     video_data: bool = False
@@ -167,7 +169,15 @@ class Conversation(Strict):
     videos_column: str | None = "videos"
     image_tag: str = "<image>"
     video_tag: str = "<video>"
-    system_column: str | None = None
+    system_column: str | None = Field(
+        default=None, description="Per-row system prompt column (rows with a value use it)."
+    )
+    system_prompt: str | None = Field(
+        default=None,
+        description="System turn for rows without their own (no system turn, no system_column "
+        "value). null = none added: the chat template's own default applies. "
+        "message_format.system_prompt is not used for chat rows.",
+    )
 
 
 class ImageProcessing(Strict):
@@ -246,10 +256,11 @@ class CollatorConfig(Strict):
 
     @property
     def use_video(self) -> bool:
-        """Video is processed (video wins when both flags are on)."""
+        """Video is processed (video_data on and video_processing enabled)."""
         return self.data_processing.video_data and self.video_processing.enabled
 
     @property
     def use_images(self) -> bool:
-        """Images are processed (off when video wins)."""
-        return self.data_processing.image_data and not self.use_video
+        """Images are processed. With video on too, both kinds are kept per row; the collator
+        applies "video wins" only for a processor that cannot take both in one row."""
+        return self.data_processing.image_data

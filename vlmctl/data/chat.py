@@ -21,11 +21,17 @@ Rules decided here:
 - A tag count that differs from the media count is a DataError naming the row and both counts.
   Exception (the LLaVA convention): when a row has media but NO tag of that kind anywhere, the
   media are placed, in order, at the start of the first user turn (images before videos).
-- `data_processing` decides which kinds are kept (`cfg.use_images`/`cfg.use_video`; video wins
-  when both are on): media of a disabled kind are dropped with their tags (and are not
+- Inline references (`{"type": "video", "video": "clip.mp4"}`) are a media source of their own:
+  no column is needed, and they are counted and checked like column media.
+- `data_processing` decides which kinds are kept (`cfg.use_images`/`cfg.use_video`; both on
+  keeps both, per row): media of a disabled kind are dropped with their tags (and are not
   count-checked); the Example's `notes` says how many were dropped so `validate` can warn.
+  "Video wins" for processors that take one kind per row is applied by the collator.
 - System prompt: a system turn in the conversation wins; else `conversation.system_column`
-  when the row has a non-empty value; else `message_format.system_prompt` (null/"" = none).
+  when the row has a non-empty value; else `conversation.system_prompt`; else none is added,
+  so the chat template's own default applies. `message_format.system_prompt` belongs to flat
+  rows' `{system_prompt}` and is never used here (a scaffold must not invent training
+  content). `Example.system_source` says which applied.
 - An unknown role is a DataError naming the row and the role (hint: add it to role_map).
   A conversation with no assistant turn, an empty turn, or a missing column is a DataError.
 """
@@ -225,14 +231,17 @@ def _turns(row: Mapping[str, Any], cfg, row_index: int | None) -> list[Mapping[s
     return list(turns)
 
 
-def _system_text(row: Mapping[str, Any], cfg) -> str | None:
+def _system_text(row: Mapping[str, Any], cfg) -> tuple[str | None, str]:
+    """(system text to add, where it comes from) for a row without a system turn."""
     conv = cfg.conversation
     if conv.system_column and conv.system_column in row:
         value = row[conv.system_column]
         if isinstance(value, str) and value.strip():
-            return value
-    prompt = cfg.message_format.system_prompt
-    return prompt if prompt and prompt.strip() else None
+            return value, "system_column"
+    prompt = conv.system_prompt
+    if prompt and prompt.strip():
+        return prompt, "conversation.system_prompt"
+    return None, "template default"
 
 
 def conversation_to_example(row: Mapping[str, Any], cfg, row_index: int | None = None) -> Any:
@@ -323,11 +332,11 @@ def conversation_to_example(row: Mapping[str, Any], cfg, row_index: int | None =
         messages.append({"role": role, "content": content})
     for kind, n in dropped.items():
         if n:
-            why = "video wins" if kind == "image" and cfg.use_video else f"{kind} data is off"
-            notes.append(f"{n} {kind}(s) dropped ({why}: data_processing)")
+            notes.append(f"{n} {kind}(s) dropped ({kind} data is off: data_processing)")
 
+    source = "system turn"
     if not any(m["role"] == "system" for m in messages):
-        system = _system_text(row, cfg)
+        system, source = _system_text(row, cfg)
         if system:
             messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
     if not any(m["role"] == "assistant" for m in messages):
@@ -337,7 +346,14 @@ def conversation_to_example(row: Mapping[str, Any], cfg, row_index: int | None =
             "conversation.role_map",
             "check role_map: the answering role must map to 'assistant'",
         )
-    return Example(messages=messages, images=images, videos=videos, row=row_index, notes=notes)
+    return Example(
+        messages=messages,
+        images=images,
+        videos=videos,
+        row=row_index,
+        notes=notes,
+        system_source=source,
+    )
 
 
 def _tag(conv, kind: str) -> str:

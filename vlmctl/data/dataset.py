@@ -299,8 +299,9 @@ def _read_json_records(path: Path) -> list[dict]:
 def _json_fallback(files: list[Path]) -> tuple[Any, list[str]]:
     """Load JSON whose columns mix types (str vs list, str vs parts) that Arrow refuses.
 
-    Columns Arrow cannot type are kept as JSON text; `data/chat.py` parses JSON text in
-    conversation and media columns, so such rows still work.
+    Columns Arrow cannot type are kept as text: strings as they are (a path stays a path, no
+    JSON quotes), lists and objects as JSON text, which `data/chat.py` and `data/messages.py`
+    parse back in conversation and media columns, so such rows still work.
     """
     import datasets
     import pyarrow as pa
@@ -319,7 +320,10 @@ def _json_fallback(files: list[Path]) -> tuple[Any, list[str]]:
         try:
             pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            columns[k] = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            columns[k] = [
+                v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                for v in values
+            ]
             as_text.append(k)
     return datasets.Dataset.from_dict(columns), as_text
 

@@ -25,3 +25,6 @@ class Example:
     # Non-fatal things the renderer did to the row (e.g. media of a disabled kind dropped),
     # for `validate` to report as warnings.
     notes: list[str] = field(default_factory=list)
+    # Chat rows: where the system turn came from (system turn | system_column |
+    # conversation.system_prompt | template default), for `validate`'s note; None for flat rows.
+    system_source: str | None = None

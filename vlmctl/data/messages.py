@@ -16,9 +16,14 @@ Semantics (the seed's, plus the decisions it leaves open):
   multi-image rows need no template change; several image parts in the template are matched
   one-to-one, in order, to the items of the list (a count mismatch is a DataError). Video parts
   work the same way with `video_column`.
-- Video wins (`cfg.use_video`): image parts are dropped; when the template has no video part
-  at all (the seed's scenario 2 only flips the flags), each image part becomes a video part.
-  When video is off, video parts are dropped; when images are off, image parts are dropped.
+- Images off and video on (the seed's scenario 2 only flips the flags): when the template has
+  no video part at all, each image part becomes a video part. When video is off, video parts
+  are dropped; when images are off, image parts are dropped.
+- Both on: each row keeps what it has, as the row says: a blank image or video value means
+  "none of that kind in this row" (a row with neither is a DataError). Whether a processor can
+  take both in one row is the collator's business (`VLMCollator.fit_media`: video wins there
+  only for processors that take one kind per row).
+- A media column holding JSON text of a list (mixed-type JSON files) is parsed.
 - `context_column`: a template that mentions `{context_column}` places it itself; otherwise a
   set context column is prepended as its own text part (`"<context>\\n"`) at the start of the
   first user message, so configuring the column is enough to use it.
@@ -173,9 +178,20 @@ def _text_pieces(template: str) -> tuple[tuple[bool, str], ...]:
 
 
 def _media_refs(
-    row: Mapping[str, Any], var: str, column: str | None, row_index: int | None
+    row: Mapping[str, Any],
+    var: str,
+    column: str | None,
+    row_index: int | None,
+    optional: bool = False,
 ) -> list[Any]:
-    value = _column_value(row, var, column, row_index)
+    """The row's media for `var`; `optional`: a blank value is no media (mixed datasets)."""
+    from vlmctl.data.chat import _parse_json_text
+
+    if optional and column is not None and column in row:
+        value = _parse_json_text(row[column])
+        if _is_blank(value):
+            return []
+    value = _parse_json_text(_column_value(row, var, column, row_index))
     if isinstance(value, (list, tuple)):
         items = list(value)
         for i, item in enumerate(items):
@@ -193,7 +209,9 @@ def _assign_media(
     refs: list[Any], n_parts: int, kind: str, column: str | None, row_index: int | None
 ) -> list[list[Any]]:
     """Split a row's media list over the template's `n_parts` parts of that kind."""
-    if n_parts == 1:
+    if n_parts == 1 or not refs:
+        if not refs:
+            return [[] for _ in range(n_parts)]
         return [refs]
     if len(refs) != n_parts:
         raise _row_error(
@@ -222,22 +240,32 @@ def row_to_example(
     parts_per_msg = [m.parts() for m in templates]
     n_image = sum(p.type == "image" for parts in parts_per_msg for p in parts)
     n_video = sum(p.type == "video" for parts in parts_per_msg for p in parts)
-    # Video wins and the template has only image slots: those slots carry the video.
-    image_as_video = use_video and n_video == 0 and n_image > 0
+    # Images off, video on, and the template has only image slots: they carry the video.
+    image_as_video = use_video and not use_images and n_video == 0 and n_image > 0
     if image_as_video:
         n_video, n_image = n_image, 0
 
     mapping = renderer.mapping
     image_groups: list[list[Any]] = []
     video_groups: list[list[Any]] = []
+    # Both kinds in the template: a row may hold either or both (mixed datasets).
+    mixed = bool(use_images and n_image and use_video and n_video)
     if use_images and n_image:
         col = mapping.get("image_column")
-        refs = _media_refs(row, "image_column", col, row_index)
+        refs = _media_refs(row, "image_column", col, row_index, optional=mixed)
         image_groups = _assign_media(refs, n_image, "image", col, row_index)
     if use_video and n_video:
         col = mapping.get("video_column")
-        refs = _media_refs(row, "video_column", col, row_index)
+        refs = _media_refs(row, "video_column", col, row_index, optional=mixed)
         video_groups = _assign_media(refs, n_video, "video", col, row_index)
+    if mixed and not any(image_groups) and not any(video_groups):
+        raise _row_error(
+            f"neither an image (column {mapping.get('image_column')!r}) nor a video (column "
+            f"{mapping.get('video_column')!r})",
+            row_index,
+            "dataset_columns.image_column",
+            "give each row an image or a video, or filter out rows without media",
+        )
 
     context_text = None
     context_col = mapping.get(_CONTEXT)

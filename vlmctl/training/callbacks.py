@@ -105,6 +105,7 @@ class StepLog(TrainerCallback):
         self._last_tokens = 0
         self._start_step = 0
         self.tokens_per_second: float | None = None
+        self.losses: list[tuple[int, float]] = []  # (step, logged training loss)
 
     def _print(self, text: str) -> None:
         if self.console is not None:
@@ -161,6 +162,7 @@ class StepLog(TrainerCallback):
         parts = [f"step {state.global_step}/{state.max_steps}"]
         if "loss" in logs:
             parts.append(f"loss {logs['loss']:.4f}")
+            self.losses.append((state.global_step, float(logs["loss"])))
         if "eval_loss" in logs:
             parts.append(f"eval_loss {logs['eval_loss']:.4f}")
         if "learning_rate" in logs:
@@ -182,11 +184,35 @@ class StepLog(TrainerCallback):
             )
             parts.append(f"eta {_fmt_time(eta)}")
         self._print("  ".join(parts))
+        if "train_loss" in logs:
+            trend = loss_trend(self.losses, getattr(args, "learning_rate", None))
+            if trend:
+                self._print(trend)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+FLAT_LOSS = 1e-3  # relative change of the logged loss below which a run "did not move"
+
+
+def loss_trend(losses: list[tuple[int, float]], learning_rate: float | None = None) -> str | None:
+    """One line on how the logged loss moved, first to last; says plainly when it did not
+    (the adapter then has probably not measurably changed the model). None with < 2 logs."""
+    if len(losses) < 2:
+        return None
+    (s0, first), (s1, last) = losses[0], losses[-1]
+    change = (last - first) / max(abs(first), 1e-12)
+    if abs(change) < FLAT_LOSS:
+        lr = f" (now {learning_rate:g})" if learning_rate else ""
+        return (
+            f"loss trend: flat, {first:.4f} at step {s0} -> {last:.4f} at step {s1}: the "
+            "adapter has probably not measurably changed the model; raise learning_rate"
+            f"{lr} or train for more steps"
+        )
+    return f"loss trend: {first:.4f} at step {s0} -> {last:.4f} at step {s1} ({change:+.1%})"
 
 
 class WandbConfig(TrainerCallback):

@@ -188,6 +188,9 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     rank, local_rank, world = rank_env()
     output_dir = Path(args.output_dir).resolve()
     cs = load_config_set(args.config_dir, worker_overrides(args))
+    from vlmctl.quiet import quiet_bitsandbytes
+
+    quiet_bitsandbytes(cs.model.quantization.enabled)  # before PEFT/transformers import it
 
     import torch
     import transformers
@@ -209,6 +212,12 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         say(f"{world} processes ({'CUDA' if cuda else 'CPU, gloo'})")
 
     offline_dir = prepare_wandb(cs.train.report_to_list(), output_dir)
+    if "wandb" in cs.train.report_to_list() and (
+        offline_dir or os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun")
+    ):
+        from vlmctl.quiet import quiet_wandb_offline_url
+
+        quiet_wandb_offline_url()  # the offline folder is named once, above and at the end
     if offline_dir:
         say(
             f"wandb: no credentials found, logging offline under {offline_dir}/wandb "
