@@ -170,9 +170,9 @@ def test_knob_makes_a_typical_image_fit(model_type):
             continue
         params, why = knob
         tuned = dict(budget.settings)
-        if "max_pixels" in params:
-            tuned["max_pixels"] = params["max_pixels"]
-        if "size" in params:
+        if "size" in params and budget.kind == "qwen":
+            tuned["max_pixels"] = params["size"]["longest_edge"]
+        elif "size" in params:
             tuned["longest_edge"] = params["size"]["longest_edge"]
         if "do_image_splitting" in params:
             tuned["do_image_splitting"] = params["do_image_splitting"]

@@ -510,6 +510,7 @@ def _prepare_row(state: _State, index: int, row: dict) -> tuple[RowResult, Any |
     if bad_media:
         res.outcome = "invalid"
         return res, None
+    res.images, res.videos = len(ex.images), len(ex.videos)
     return res, ex
 
 
@@ -836,6 +837,9 @@ class _Collector:
         self.per_code: Counter = Counter()
         self.overflow: dict[tuple[str, str], list] = {}
         self.lengths = array("i")
+        # per encoded row, aligned with `lengths` (the media budget advice reads them)
+        self.enc_images = array("i")
+        self.enc_videos = array("i")
         self.outcomes: Counter = Counter()
         self.supervised_total = 0
         self.rows_checked = 0  # train rows
@@ -882,6 +886,8 @@ class _Collector:
         if r.length >= 0:
             self.lengths.append(r.length)
             self.media.append(r.media_tokens)
+            self.enc_images.append(r.images)
+            self.enc_videos.append(r.videos)
         self.supervised_total += r.supervised
 
     def overflow_findings(self) -> list[Finding]:
@@ -1219,6 +1225,13 @@ def _summarise(
         "cut_text": o["cut_text"],
         "errors": o["length_error"],
     }
+    if summary["truncation"]["over_max_length"]:
+        from vlmctl.checks.budget_advice import fit_advice
+
+        advice = fit_advice(cs, col, tp.max_length)
+        if advice is not None:
+            summary["truncation"]["fit"] = advice["changes"]
+            findings.append(advice["finding"])
     scale = 1.0
     estimated = False
     if sample and n_checked and n_checked < total:

@@ -12,8 +12,10 @@ Phi-3-vision's HD transform), with the released defaults kept in `FAMILIES` (key
 `model_type`) and overridden by a local folder's `preprocessor_config.json` /
 `processor_config.json` / `config.json` when there is one. `tests/test_budgets.py` checks
 the arithmetic and the table against the real processor classes and the kit's released files.
-Counts are media placeholder tokens only (the processor's expansion of the image token), not the
-few wrapper tokens a template adds around each image.
+`image_tokens` counts the media placeholder tokens (the processor's expansion of the image
+token); `knob` also leaves room for the few wrapper tokens around each image (Qwen's
+<|vision_start|>/<|vision_end|>, InternVL's <img>/</img>, Idefics3's per-tile markers), which
+`validate` counts as media.
 """
 
 from __future__ import annotations
@@ -202,28 +204,34 @@ class Budget:
             return None
         if self.kind == "qwen":
             unit = (s["patch_size"] * s["merge_size"]) ** 2
-            tokens = max(4, per_image)
+            tokens = per_image - 2  # <|vision_start|> ... <|vision_end|>
+            if tokens < 1:
+                return None
             max_pixels = tokens * unit
             if max_pixels < s["min_pixels"]:
                 return None
             return (
-                {"max_pixels": max_pixels},
-                f"max_pixels {max_pixels} (= {tokens} x {s['patch_size'] * s['merge_size']}^2: "
-                f"at most {tokens} tokens an image)",
+                {"size": {"longest_edge": max_pixels, "shortest_edge": s["min_pixels"]}},
+                f"size.longest_edge {max_pixels} pixels (= {tokens} x "
+                f"{s['patch_size'] * s['merge_size']}^2: at most {tokens} tokens an image)",
             )
         if self.kind == "tiles":
             seq = int(s["image_seq_len"])
-            if per_image < seq:
+            if per_image < seq + 3:
                 return None
             tile = int(s["tile"])
-            if per_image < 2 * seq + 1:  # no split: one image of seq tokens
+
+            def cost_of(n_images: int) -> int:  # each tile: 2 markers; the global image: 3
+                return n_images * (seq + 2) + 1
+
+            if per_image < cost_of(3):  # no split: one image of seq tokens
                 return (
                     {"do_image_splitting": False},
                     f"do_image_splitting false ({seq} tokens an image)",
                 )
             for n in range(max(1, int(s["longest_edge"]) // tile), 0, -1):
                 cand = {**s, "longest_edge": n * tile}
-                cost = idefics_tiles(*TYPICAL_IMAGE, cand) * seq
+                cost = cost_of(idefics_tiles(*TYPICAL_IMAGE, cand))
                 if cost <= per_image:
                     return (
                         {"size": {"longest_edge": n * tile}},
@@ -236,12 +244,12 @@ class Budget:
             )
         if self.kind == "internvl":
             per_tile = int(s["tokens_per_tile"])
-            if per_image < per_tile:
+            if per_image < per_tile + 2:  # <img> ... </img>
                 return None
             best = None
             for n in range(int(s["max_tiles"]), 0, -1):
                 cand = {**s, "max_tiles": n}
-                if internvl_tiles(*TYPICAL_IMAGE, cand) * per_tile <= per_image:
+                if internvl_tiles(*TYPICAL_IMAGE, cand) * per_tile + 2 <= per_image:
                     best = n
                     break
             if best is None:
@@ -376,6 +384,9 @@ def budget_for(model: str, model_type: str | None = None) -> Budget | None:
         return None
     settings = dict(FAMILIES[model_type])
     sources = [f"vlmctl's table of released defaults ({model_type})"]
+    res = re.search(r"-(224|448|896)\b", model)
+    if model_type == "paligemma" and res and not folder.is_dir():
+        settings["image_seq_length"] = (int(res.group(1)) // 14) ** 2  # SigLIP patch 14
     if folder.is_dir():
         _apply_folder(model_type, settings, folder, cfg, sources)
     return Budget(model_type, settings, sources)
@@ -388,6 +399,11 @@ def _apply_folder(
     pre = _read_json(folder / "preprocessor_config.json")
     proc = _read_json(folder / "processor_config.json")
     vid = _read_json(folder / "video_preprocessor_config.json")
+    # transformers 5 saves one processor_config.json with the image/video processors inside.
+    if isinstance(proc.get("image_processor"), dict):
+        pre = {**proc["image_processor"], **pre}
+    if isinstance(proc.get("video_processor"), dict):
+        vid = {**proc["video_processor"], **vid}
     for name, data in (("preprocessor_config.json", pre), ("processor_config.json", proc)):
         if data:
             sources.append(str(folder / name))
