@@ -22,6 +22,7 @@ from vlmctl import __version__
 from vlmctl.commands.demo import demo
 from vlmctl.commands.init import init
 from vlmctl.commands.merge import merge
+from vlmctl.commands.models import models
 from vlmctl.commands.preview import preview
 from vlmctl.commands.schema import schema
 from vlmctl.commands.train import train
@@ -103,7 +104,7 @@ def _summary(fn: Callable[..., Any]) -> str:
     return " ".join(doc.split())
 
 
-for _verb in (init, validate, preview, train, merge, demo, schema):
+for _verb in (init, validate, preview, train, merge, demo, schema, models):
     app.command(short_help=_summary(_verb))(error_boundary(_verb))
 
 
