@@ -28,10 +28,10 @@ def _kit_yaml(name: str) -> dict:
     return YAML(typ="safe").load((KIT / name / "kit.yaml").read_text(encoding="utf-8")) or {}
 
 
-def test_at_least_14_families_all_with_masking_verified():
+def test_at_least_14_families_each_with_a_kit():
     assert len(FAMILIES) >= 14
     assert len({f.name for f in FAMILIES}) == len(FAMILIES)
-    assert all("masking" in f.verified for f in FAMILIES)
+    assert all((KIT / f.name / "kit.yaml").is_file() for f in FAMILIES)
 
 
 def test_every_verified_claim_has_a_kit_folder_that_matches():
@@ -50,7 +50,7 @@ def test_every_verified_claim_has_a_kit_folder_that_matches():
         assert builds or not needs_model, (
             f"{f.name}: claims {needs_model} but the kit builds no model"
         )
-        assert builds == bool(needs_model), f"{f.name}: kit builds a model, matrix claims none"
+        assert "masking" in f.verified or not needs_model, f"{f.name}: trains but masking unproven"
 
 
 def test_every_kit_folder_is_in_the_matrix():
@@ -86,6 +86,11 @@ def test_model_classes_are_the_auto_mapping_ones():
         if f.remote_code:
             continue
         assert MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get(f.model_type) == f.model_class, f.name
+
+
+def test_table_cells_do_not_break_the_markdown():
+    for line in markdown_table().splitlines():
+        assert line.count("|") == 12, line
 
 
 def test_readme_table_is_current():
