@@ -28,6 +28,7 @@ from vlmctl.commands.schema import schema
 from vlmctl.commands.train import train
 from vlmctl.commands.validate import validate
 from vlmctl.errors import VlmctlError
+from vlmctl.extras import missing_extra_error
 
 DEBUG_ENV = "VLMCTL_DEBUG"
 
@@ -74,6 +75,11 @@ def error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if _debug():
                 raise
+            extra_error = missing_extra_error(exc, fn.__name__)
+            if extra_error is not None:  # an extra's module is not installed: one line
+                for finding in extra_error.findings:
+                    _err(f"{finding.severity}: {finding.one_line()}")
+                raise typer.Exit(extra_error.exit_code) from None
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             _err(f"error: {type(exc).__name__}: {text}" if text else f"error: {type(exc).__name__}")
             _err(f"set {DEBUG_ENV}=1 for the traceback")

@@ -22,6 +22,9 @@ def demo(
     """Run the whole pipeline offline on a generated colour dataset; writes demo-report.json."""
     import sys
 
+    from vlmctl.extras import require
+
+    require("demo")
     from vlmctl.demo import DemoOptions, run_demo
 
     def log(text: str) -> None:

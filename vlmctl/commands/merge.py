@@ -70,6 +70,9 @@ def merge(
     """
     from rich.console import Console
 
+    from vlmctl.extras import require
+
+    require("merge")
     from vlmctl.merging import MergeOptions, MergeVerifyError, run_merge
 
     console = Console(stderr=True)

@@ -52,6 +52,9 @@ def preview(
     padding, the rendered chat, tensor shapes and dtypes, padding and supervised tokens.
     Loads only the processor (never weights) and writes nothing.
     """
+    from vlmctl.extras import require
+
+    require("preview")
     from vlmctl.config.load import load_config_set, parse_override
     from vlmctl.preview import build_preview, parse_rows, render_preview_text
 

@@ -68,6 +68,9 @@ def train(
 ) -> None:
     """Fine-tune: checks the config set first, then runs accelerate + TRL. Exit code = the
     run's (0 done, 1 error, 143/130 stopped by SIGTERM/Ctrl-C with a checkpoint saved)."""
+    from vlmctl.extras import require
+
+    require("train")
     from vlmctl.training.run import TrainRequest
     from vlmctl.training.run import train as run_train
 

@@ -88,6 +88,10 @@ def validate(
         cs, findings = collect_config_set(directory, parsed)
         summary = None
         if cs is not None and not config_only:
+            if cs.collator.dataset.path is not None:
+                from vlmctl.extras import require
+
+                require("validate", also=", or pass --config-only to check the configs only")
             # The dataset pass (heavy imports happen only here).
             from vlmctl.checks.data_checks import DataCheckOptions
             from vlmctl.checks.data_report import add_dataset_pass

@@ -27,8 +27,10 @@ def class_model_types() -> dict[str, frozenset[str]]:
 
     root = _transformers_dir()
     out: dict[str, set[str]] = {}
-    if root is None:
-        return {}
+    if root is None:  # the light install: the shipped snapshot of the mappings
+        from vlmctl.config.snapshot import snapshot_class_model_types
+
+        return snapshot_class_model_types()
     for path in sorted((root / "models" / "auto").glob("*.py")):
         for mtype, cls in _PAIR_RE.findall(path.read_text(encoding="utf-8")):
             out.setdefault(cls, set()).add(mtype)

@@ -10,6 +10,7 @@ the key path and a fix hint. pydantic's messages are rewritten into the config's
 from __future__ import annotations
 
 import copy
+import importlib.util
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -478,11 +479,14 @@ def _train_key_findings(
         where, line, col = _locate(file, doc, overrides, "train", path)
         message, hint, code = _unknown_key(key, sorted(typed), "train", True, sorted(sft))
         if hint is None:
-            hint = (
-                "not a vlmctl key nor a field of the installed TRL SFTConfig"
-                if sft
-                else "TRL is not installed, so SFTConfig fields cannot be checked"
-            )
+            hint = "not a vlmctl key nor a field of the installed TRL SFTConfig"
+            if importlib.util.find_spec("trl") is None:
+                from vlmctl.config.snapshot import snapshot_version
+
+                hint = (
+                    "not a vlmctl key nor a field of SFTConfig in TRL "
+                    f"{snapshot_version('trl')} (vlmctl's snapshot; TRL is not installed here)"
+                )
         out.append(
             Finding("error", message, hint=hint, file=where, line=line, col=col, key=key, code=code)
         )

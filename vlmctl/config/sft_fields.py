@@ -131,13 +131,21 @@ def _class_fields(module: str, cls_name: str, seen: set[tuple[str, str]]) -> dic
 
 @lru_cache(maxsize=1)
 def sft_config_annotations() -> dict[str, str]:
-    """Every field of the installed `trl.SFTConfig` -> its annotation as written in the source."""
+    """Every field of the installed `trl.SFTConfig` -> its annotation as written in the source.
+
+    Without TRL (the light install), those of the TRL vlmctl ships a snapshot of
+    (`vlmctl/config/facts_snapshot.json`), so typos and wrong types are still caught in CI.
+    """
+    if importlib.util.find_spec("trl") is None:
+        from vlmctl.config.snapshot import snapshot_sft_annotations
+
+        return snapshot_sft_annotations()
     return _class_fields("trl.trainer.sft_config", "SFTConfig", set())
 
 
 @lru_cache(maxsize=1)
 def sft_config_fields() -> frozenset[str]:
-    """Names of every field of the installed `trl.SFTConfig` (empty if TRL is not installed)."""
+    """Names of every field of the installed `trl.SFTConfig` (or of the snapshot's, without TRL)."""
     return frozenset(sft_config_annotations())
 
 

@@ -74,8 +74,10 @@ def is_transformers_class(name: str) -> bool:
     if name in _auto_mapped_names():
         return True
     root = _transformers_dir()
-    if root is None:
-        return False
+    if root is None:  # the light install: the shipped snapshot of transformers' class names
+        from vlmctl.config.snapshot import snapshot_transformers_classes
+
+        return name in snapshot_transformers_classes()
     needle = f"class {name}(".encode()
     for pattern in ("models/*/modeling_*.py", "models/*/processing_*.py", "*.py"):
         for path in root.glob(pattern):
