@@ -188,3 +188,23 @@ def test_hook_fails_and_names_the_typo(hook_env, tmp_path):
     assert "learning_rat" in out, out
     # the typo is reported against the folder that has it, not the clean one
     assert "configs/typo" in out, out
+
+
+@pytest.mark.slow
+def test_hook_installs_only_the_light_package(hook_env, tmp_path):
+    """pre-commit's environment gets vlmctl without torch/transformers (#16), and the hook checks
+    the configs only, so a set whose dataset is not in the repository still passes."""
+    cmd, env, config = hook_env
+    repo = _sample_repo(tmp_path / "light", config, {"clean": False})
+    collator = repo / "configs" / "clean" / "vlm_collator_config.yaml"
+    text = collator.read_text()
+    assert "    path: null" in text
+    collator.write_text(text.replace("    path: null", '    path: "data/train.csv"', 1))
+    _git("add", "-A", cwd=repo)
+    r = _run_hook(cmd, env, repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    home = Path(env["PRE_COMMIT_HOME"])
+    installed = {p.name for p in home.glob("*/py_env-*/lib/python*/site-packages/*")}
+    assert "vlmctl" in installed, sorted(installed)[:50]
+    heavy = installed & {"torch", "transformers", "trl", "peft", "datasets", "PIL", "numpy"}
+    assert not heavy, heavy
