@@ -16,6 +16,7 @@ from vlmctl.config.snapshot import (
     dumps,
     generate,
     load_snapshot,
+    snapshot_class_model_types,
     snapshot_sft_fields,
     snapshot_transformers_classes,
 )
@@ -34,8 +35,9 @@ def test_snapshot_equals_the_installed_libraries():
     fresh = generate()
     shipped = load_snapshot()
     assert shipped["versions"] == fresh["versions"], "rerun scripts/snapshot_facts.py"
-    assert shipped["sft_config_fields"] == fresh["sft_config_fields"]
+    assert shipped["sft_config_annotations"] == fresh["sft_config_annotations"]
     assert shipped["transformers_classes"] == fresh["transformers_classes"]
+    assert shipped["class_model_types"] == fresh["class_model_types"]
     assert SNAPSHOT_FILE.read_text(encoding="utf-8") == dumps(fresh)
 
 
@@ -79,6 +81,7 @@ def test_snapshot_answers_like_the_installed_transformers(monkeypatch):
 def test_sft_fields_come_from_the_snapshot_only_without_trl(monkeypatch):
     real_find_spec = importlib.util.find_spec
     sft_fields.sft_config_fields.cache_clear()
+    sft_fields.sft_config_annotations.cache_clear()
     try:
         monkeypatch.setattr(
             sft_fields.importlib.util,
@@ -87,8 +90,11 @@ def test_sft_fields_come_from_the_snapshot_only_without_trl(monkeypatch):
         )
         monkeypatch.setattr(sft_fields, "_class_fields", lambda *a: pytest.fail("read TRL"))
         assert sft_fields.sft_config_fields() == snapshot_sft_fields()
+        # the annotations too: a wrong type is still an error in the light install
+        assert sft_fields.sft_type_problem("dataloader_num_workers", "two") == "an integer"
     finally:
         sft_fields.sft_config_fields.cache_clear()
+        sft_fields.sft_config_annotations.cache_clear()
 
 
 @needs_libs
@@ -97,13 +103,17 @@ def test_installed_trl_wins_over_the_snapshot(monkeypatch):
 
     monkeypatch.setattr(snapshot, "load_snapshot", lambda: pytest.fail("read the snapshot"))
     sft_fields.sft_config_fields.cache_clear()
+    sft_fields.sft_config_annotations.cache_clear()
     try:
         assert "learning_rate" in sft_fields.sft_config_fields()
     finally:
         sft_fields.sft_config_fields.cache_clear()
+        sft_fields.sft_config_annotations.cache_clear()
 
 
 def test_snapshot_holds_what_config_checks_need():
     assert {"learning_rate", "train_sampling_strategy", "max_length"} <= snapshot_sft_fields()
     assert "group_by_length" not in snapshot_sft_fields()  # gone in transformers 5
     assert "Qwen2VLForConditionalGeneration" in snapshot_transformers_classes()
+    types = snapshot_class_model_types()
+    assert "qwen2_vl" in types["Qwen2VLForConditionalGeneration"]
