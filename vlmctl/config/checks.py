@@ -363,8 +363,8 @@ def _model(cs: ConfigSet) -> list[Finding]:
         try:
             res = resolve_model(m)
         except ConfigError as exc:
-            key = ("model_classes", m.model_name_or_path)
             for f in exc.findings:
+                key = f.extra.get("path") or ("model_classes", m.model_name_or_path)
                 out.append(
                     cs.finding(
                         "error", "model", key, f.message, hint=f.hint, code=f.code or "resolve"
