@@ -20,7 +20,8 @@ def init(
         typer.Option("--model", "-m", help="Hub id or local folder to fill model_name_or_path."),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Overwrite existing config files.")
+        bool,
+        typer.Option("--force", help="Overwrite existing config files and their JSON Schemas."),
     ] = False,
 ) -> None:
     """Scaffold vlm_model_config.yaml, vlm_collator_config.yaml, train_config.yaml, peft_config.yaml."""
@@ -31,7 +32,9 @@ def init(
     texts = render_templates(model)
     budget_note = _fit_typical_row(texts, model) if model is not None else None
     targets = [directory / name for name in FILES.values()]
-    existing = [p for p in targets if p.exists()]
+    schema_dir = directory / SCHEMA_DIR
+    schemas = [schema_dir / schema_file_name(key) for key in FILES]
+    existing = [p for p in targets + schemas if p.exists() or p.is_symlink()]
     if existing and not force:
         raise VlmctlError(
             [
@@ -51,7 +54,6 @@ def init(
     for path in targets:
         path.write_text(texts[path.name], encoding="utf-8")
     # Editors read the `# yaml-language-server: $schema=./.vlmctl-schema/...` line of each file.
-    schema_dir = directory / SCHEMA_DIR
     schema_dir.mkdir(exist_ok=True)
     for key in FILES:
         (schema_dir / schema_file_name(key)).write_text(

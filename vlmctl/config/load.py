@@ -150,7 +150,8 @@ def _locate(
     file: Path, doc: YamlDoc | None, overrides: Sequence[Override], file_key: str, path: KeyPath
 ) -> tuple[str, int | None, int | None]:
     for ov in overrides:
-        if ov.file_key == file_key and path[: len(ov.path)] == ov.path:
+        # the key itself or one above it came from this --set (`--set trian.lr=1` makes `trian`)
+        if ov.file_key == file_key and ov.path[: len(path)] == path[: len(ov.path)]:
             return f"--set {shown_override(ov.text)}", None, None
     pos = doc.position(path) if doc is not None else None
     return (str(file), pos[0], pos[1]) if pos else (str(file), None, None)
@@ -477,6 +478,15 @@ def _train_key_findings(
         path = (key,)
         where, line, col = _locate(file, doc, overrides, "train", path)
         message, hint, code = _unknown_key(key, sorted(typed), "train", True, sorted(sft))
+        prefixed = [ov for ov in overrides if ov.file_key == "train" and ov.path[0] == key]
+        if prefixed and len(prefixed[0].path) > 1:
+            close = did_you_mean(key, list(FILES))
+            prefixes = "file prefixes: model., collator., train., peft. (none means train.)"
+            hint = (
+                f"did you mean --set {close}.{dotted(prefixed[0].path[1:])}=...? ({prefixes})"
+                if close
+                else f"{key!r} is neither a file prefix nor a train key; {prefixes}"
+            )
         if hint is None:
             hint = (
                 "not a vlmctl key nor a field of the installed TRL SFTConfig"
