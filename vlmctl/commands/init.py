@@ -34,7 +34,7 @@ def init(
     targets = [directory / name for name in FILES.values()]
     schema_dir = directory / SCHEMA_DIR
     schemas = [schema_dir / schema_file_name(key) for key in FILES]
-    existing = [p for p in targets + schemas if p.exists() or p.is_symlink()]
+    existing = [p for p in targets if p.exists() or p.is_symlink()]
     if existing and not force:
         raise VlmctlError(
             [
@@ -48,8 +48,28 @@ def init(
                 for p in existing
             ]
         )
+    # The schema files are ours too, but a user may have edited them: same rule, one line.
+    kept = [p.name for p in schemas if p.exists() or p.is_symlink()]
+    if kept and not force:
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"already holds {', '.join(kept)}, not overwritten",
+                file=str(schema_dir),
+                hint="pass --force to overwrite them (and write the four config files)",
+                code="exists",
+            )
+        )
     if directory.exists() and not directory.is_dir():
-        raise VlmctlError(Finding("error", "not a folder", file=str(directory), code="not-dir"))
+        raise VlmctlError(
+            Finding(
+                "error",
+                "not a folder",
+                hint="name a new or existing folder for the four files",
+                file=str(directory),
+                code="not-dir",
+            )
+        )
     directory.mkdir(parents=True, exist_ok=True)
     for path in targets:
         path.write_text(texts[path.name], encoding="utf-8")

@@ -70,6 +70,7 @@ def parse_override(text: str) -> Override:
             Finding(
                 "error",
                 f"--set {text!r}: a file's top level is a mapping, not a list",
+                hint="write file.key=value, e.g. --set peft.r=16",
                 code="override-syntax",
             )
         )
@@ -160,8 +161,12 @@ def _locate(
 # ---- pydantic errors -> findings in the config's own words ----
 
 
-def _clean_path(loc: tuple, data: Any) -> KeyPath:
-    """pydantic's loc minus union-branch tags (`str`, `list[ContentPart]`), checked on the data."""
+def _clean_path(loc: tuple, data: Any, kind: str | None = None) -> KeyPath:
+    """pydantic's loc minus union-branch tags (`str`, `list[ContentPart]`), checked on the data.
+
+    A last element that is not in the data is the key meant only for a `missing` error (with
+    `kind` given); otherwise it is a union tag (`target_modules: {a: 1}` -> `str`, `list[str]`).
+    """
     out: list[str | int] = []
     node = data
     for i, el in enumerate(loc):
@@ -172,7 +177,7 @@ def _clean_path(loc: tuple, data: Any) -> KeyPath:
         elif isinstance(node, list) and isinstance(el, int) and 0 <= el < len(node):
             out.append(el)
             node = node[el]
-        elif isinstance(node, dict) and isinstance(el, str) and last:
+        elif isinstance(node, dict) and isinstance(el, str) and last and kind in (None, "missing"):
             out.append(el)  # a missing key: not in the data, but it is the key meant
             node = None
     return tuple(out)
@@ -313,6 +318,9 @@ def _describe_error(
         msg = str(err.get("ctx", {}).get("error") or err["msg"])
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
+        what, sep, how = msg.partition("; ")
+        if sep and how.startswith(("use ", "write ", "set ")):
+            return f"{leaf}: {what}", how, "invalid-value"  # "...; use one of X" is the fix
         return f"{leaf}: {msg}", None, "invalid-value"
     info = _field_for(model_cls, path)
     got = _show(err.get("input"))
@@ -379,9 +387,15 @@ def _validation_findings(
 ) -> list[Finding]:
     out: list[Finding] = []
     seen: set[tuple[KeyPath, str]] = set()
-    for err in exc.errors(include_url=False):
-        path = _clean_path(tuple(err["loc"]), data)
+    errors = [
+        (_clean_path(tuple(e["loc"]), data, e["type"]), e) for e in exc.errors(include_url=False)
+    ]
+    for path, err in errors:
+        if any(len(p) > len(path) and p[: len(path)] == path for p, _ in errors):
+            continue  # a union's "expected a string or a list" above the item that is wrong
         message, hint, code = _describe_error(err, model_cls, path, file_key)
+        if hint is None and code == "invalid-value" and ": expected " in message:
+            hint = "write " + message.split(": expected ", 1)[1].rsplit(", got ", 1)[0]
         if (path, message) in seen:
             continue  # one line per key even when every union branch complains
         seen.add((path, message))
@@ -596,6 +610,7 @@ def collect_config_set(
                         Finding(
                             "error",
                             f"cannot apply: {problem}",
+                            hint=f"check the key path against `vlmctl schema --file {key}`",
                             file=f"--set {shown_override(ov.text)}",
                             code="override-path",
                         )

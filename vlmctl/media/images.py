@@ -183,6 +183,7 @@ def resolve_media_path(
             raise media_error(
                 f"expected a file, found a directory: {cand}",
                 name=str(cand),
+                hint="point the row at an image or video file inside that folder",
                 row=row,
                 code="media-is-dir",
             )
@@ -337,7 +338,13 @@ def _decode(
         return img, name
     what = sniff_non_media(_head(source, row=row))
     if what is not None and what.startswith("empty file"):
-        raise media_error(f"{name}: {what}", name=name, row=row, code="media-empty")
+        raise media_error(
+            f"{name}: {what}",
+            name=name,
+            hint="re-download or re-export the file",
+            row=row,
+            code="media-empty",
+        )
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its limit; a warning we never see is no check.

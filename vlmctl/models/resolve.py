@@ -223,6 +223,7 @@ def resolve_model(cfg: ModelConfig, model_id: str | None = None) -> Resolution:
                 Finding(
                     "error",
                     f"{label} {name!r} is not a class name",
+                    hint="write the class name only, e.g. Qwen2VLForConditionalGeneration",
                     key=f"model_classes.{key}.{label}",
                     code="class-name",
                 )
