@@ -12,7 +12,7 @@ In `args`, `{set}` is the config folder and `{root}` the case's folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 TEMPLATE_MODEL = 'model_name_or_path: "Qwen/Qwen2-VL-2B-Instruct"'
@@ -926,6 +926,14 @@ CASES: list[Case] = [
         kind="permission",
         deny=("data/data.csv",),
     ),
+]
+
+
+# The config folder itself and its files are paths; `--set` is command-line misuse.
+_KIND_BY_PREFIX = {"file-": "path", "dir-": "path", "set-": "cli"}
+CASES = [
+    replace(c, kind=next((k for p, k in _KIND_BY_PREFIX.items() if c.id.startswith(p)), c.kind))
+    for c in CASES
 ]
 
 
