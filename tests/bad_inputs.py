@@ -180,6 +180,12 @@ CASES: list[Case] = [
         files=(("set/" + T, "# pad\n" * 400_000),),
     ),
     _c(
+        "yaml-deep-nesting",
+        "5,000 nested flow lists",
+        (f"{T}:1:1", "nested too deeply"),
+        files=(("set/" + T, "a: " + "[" * 5000 + "]" * 5000 + "\n"),),
+    ),
+    _c(
         "yaml-undefined-alias",
         "an alias that is never defined",
         (f"{T}:", "alias"),

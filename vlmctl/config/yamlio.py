@@ -108,6 +108,21 @@ class _TooBig(Exception):
     """More values than MAX_VALUES once aliases are expanded."""
 
 
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """How many values `node` becomes once aliases are expanded, in time linear in the file
+    (an alias is the same object as its anchor, so its size is computed once)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, dict):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.values()) + len(node)
+    elif isinstance(node, list):
+        size = 1 + sum(_expanded_size(v, memo) for v in node)
+    else:
+        return 1
+    memo[id(node)] = size = min(size, MAX_VALUES + 1)
+    return size
+
+
 def _plain(
     node: Any,
     path: KeyPath,
@@ -394,6 +409,17 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
                 "yaml-syntax",
             )
         ]
+    except RecursionError:
+        return None, [
+            _finding(
+                path,
+                "nested too deeply (thousands of levels of [ or {)",
+                "a config nests a few levels: remove the runaway brackets",
+                1,
+                1,
+                "yaml-too-deep",
+            )
+        ]
     except YAMLError as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
         return None, [_finding(path, f"YAML error: {msg}", None, None, None, "yaml-syntax")]
@@ -425,6 +451,8 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
     doc = YamlDoc(path=path, data={})
     problems: list[Finding] = []
     try:
+        if _expanded_size(node, {}) > MAX_VALUES:
+            raise _TooBig  # counted without expanding: each shared node is sized once
         doc.data = _plain(node, (), doc, problems)
     except (_TooBig, RecursionError):
         return None, [
