@@ -376,7 +376,8 @@ def test_text_file_named_mp4(tmp_path, backend):
     with pytest.raises(DataError) as exc:
         load_video_frames(path, library=backend, row=5)
     f = exc.value.findings[0]
-    assert f.message.startswith(f"{path}: not a video (text file?")
+    assert f.message.startswith(f"{path}: not a video (a text file)")
+    assert "caption" not in f.one_line()  # a file's contents never reach the message
     assert f.row == 5
     with pytest.raises(DataError, match="not a video"):
         probe_video(path)

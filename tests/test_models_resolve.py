@@ -76,7 +76,7 @@ def test_global_trust_also_allows_remote_code_and_only_affects_that_model():
     assert resolve_model(_cfg("Qwen/Qwen2-VL-2B-Instruct")).trust_remote_code is False
 
 
-def test_custom_import_path_must_be_installed():
+def test_custom_import_path_must_be_installed(monkeypatch):
     cfg = ModelConfig.model_validate(
         {
             "model_name_or_path": "org/m",
@@ -85,6 +85,10 @@ def test_custom_import_path_must_be_installed():
             },
         }
     )
+    with pytest.raises(ConfigError) as info:
+        resolve_model(cfg)
+    assert info.value.findings[0].code == "import-not-allowed"  # a config cannot allow it
+    monkeypatch.setenv("VLMCTL_ALLOW_IMPORTS", "no_such_pkg_xyz")
     with pytest.raises(ConfigError) as info:
         resolve_model(cfg)
     assert info.value.findings[0].code == "import-path"

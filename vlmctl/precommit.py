@@ -60,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     # A subprocess, not an in-process call: the CLI boundary (one line per finding, exit 1 on
     # errors, 2 on usage errors) is exactly what a user sees from `vlmctl validate`.
-    cmd = [sys.executable, "-m", "vlmctl", "validate", *options, *dirs]
+    # -P (3.11+): the working folder (a checked-out pull request) is never on the child's
+    # sys.path; vlmctl/__init__.py drops it too, for older Pythons.
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    cmd = [sys.executable, *safe, "-m", "vlmctl", "validate", *options, *dirs]
     return subprocess.call(cmd)
 
 

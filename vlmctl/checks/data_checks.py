@@ -116,7 +116,7 @@ def load_processor_for(cs: Any, res: Any) -> tuple[Any | None, Finding | None]:
     local = Path(path).exists()
     try:
         with quiet_transformers(), _hf_offline_if_unreachable(local):
-            return load_processor(res, cs.model, path), None
+            return load_processor(res, cs.model, path, import_modules=False), None
     except VlmctlError as exc:
         return None, exc.findings[0]
     except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
@@ -181,6 +181,17 @@ def _model_section(cs: Any, findings: list[Finding]) -> tuple[dict, Any]:
         "remote_code": res.source == "remote_code" or res.trust_remote_code,
         "processor_loaded": False,
     }
+    if res.import_path != "transformers":
+        findings.append(
+            cs.finding(
+                "info",
+                "model",
+                ("model_classes", res.model_id, "import_path"),
+                f"{res.import_path} is not imported by validate (importing runs its code): "
+                "token lengths are measured with AutoProcessor",
+                code="import-not-run",
+            )
+        )
     # The config checks already say how the model resolves; remote code is worth a line here
     # because the processor below runs the checkpoint's code.
     if res.source == "remote_code":

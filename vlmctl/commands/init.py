@@ -20,7 +20,8 @@ def init(
         typer.Option("--model", "-m", help="Hub id or local folder to fill model_name_or_path."),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Overwrite existing config files.")
+        bool,
+        typer.Option("--force", help="Overwrite existing config files and their JSON Schemas."),
     ] = False,
 ) -> None:
     """Scaffold vlm_model_config.yaml, vlm_collator_config.yaml, train_config.yaml, peft_config.yaml."""
@@ -31,7 +32,9 @@ def init(
     texts = render_templates(model)
     budget_note = _fit_typical_row(texts, model) if model is not None else None
     targets = [directory / name for name in FILES.values()]
-    existing = [p for p in targets if p.exists()]
+    schema_dir = directory / SCHEMA_DIR
+    schemas = [schema_dir / schema_file_name(key) for key in FILES]
+    existing = [p for p in targets if p.exists() or p.is_symlink()]
     if existing and not force:
         raise VlmctlError(
             [
@@ -45,13 +48,32 @@ def init(
                 for p in existing
             ]
         )
+    # The schema files are ours too, but a user may have edited them: same rule, one line.
+    kept = [p.name for p in schemas if p.exists() or p.is_symlink()]
+    if kept and not force:
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"already holds {', '.join(kept)}, not overwritten",
+                file=str(schema_dir),
+                hint="pass --force to overwrite them (and write the four config files)",
+                code="exists",
+            )
+        )
     if directory.exists() and not directory.is_dir():
-        raise VlmctlError(Finding("error", "not a folder", file=str(directory), code="not-dir"))
+        raise VlmctlError(
+            Finding(
+                "error",
+                "not a folder",
+                hint="name a new or existing folder for the four files",
+                file=str(directory),
+                code="not-dir",
+            )
+        )
     directory.mkdir(parents=True, exist_ok=True)
     for path in targets:
         path.write_text(texts[path.name], encoding="utf-8")
     # Editors read the `# yaml-language-server: $schema=./.vlmctl-schema/...` line of each file.
-    schema_dir = directory / SCHEMA_DIR
     schema_dir.mkdir(exist_ok=True)
     for key in FILES:
         (schema_dir / schema_file_name(key)).write_text(

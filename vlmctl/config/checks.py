@@ -12,7 +12,7 @@ import importlib.util
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from vlmctl.config.collator import placeholders
+from vlmctl.config.collator import PLACEHOLDER_RE, placeholders
 from vlmctl.errors import Finding, did_you_mean
 
 if TYPE_CHECKING:
@@ -179,6 +179,7 @@ def _messages(cs: ConfigSet) -> list[Finding]:
             text_key = key if isinstance(msg.content, str) else key + ("text",)
             for name in placeholders(part.text or ""):
                 out += _placeholder(cs, name, known, variables, text_key)
+            out += _stray_brace(cs, part.text or "", text_key)
     if not any(m.role == "assistant" for m in msgs):
         out.append(
             cs.finding(
@@ -255,6 +256,26 @@ def _media_part(cs: ConfigSet, kind: str, key: tuple) -> list[Finding]:
             )
         ]
     return []
+
+
+def _stray_brace(cs: ConfigSet, text: str, key: tuple) -> list[Finding]:
+    """A `{` or `}` left over once `{name}`, `{{` and `}}` are taken out: `{question_column`
+    would otherwise go to the model as literal text on every row."""
+    rest = PLACEHOLDER_RE.sub("", text)
+    if "{" not in rest and "}" not in rest:
+        return []
+    brace = "{" if "{" in rest else "}"
+    return [
+        cs.finding(
+            "error",
+            "collator",
+            key,
+            f"unclosed placeholder: a lone {brace!r} in {text[:60]!r}",
+            hint="write {name} with both braces (e.g. {question_column}), or {{ and }} for "
+            "literal braces",
+            code="unclosed-placeholder",
+        )
+    ]
 
 
 def _placeholder(
@@ -354,6 +375,21 @@ def _model(cs: ConfigSet) -> list[Finding]:
                 code="device-map",
             )
         )
+    if m.model_name_or_path and _looks_local(m.model_name_or_path):
+        local = cs.resolve_path(m.model_name_or_path)
+        if not local.exists():
+            out.append(
+                cs.finding(
+                    "error",
+                    "model",
+                    "model_name_or_path",
+                    f"model folder not found: {local.resolve()}",
+                    hint="a local path is relative to the config folder; fix the path, or write "
+                    "a hub id as owner/name",
+                    code="model-not-found",
+                )
+            )
+            return out
     if m.model_name_or_path:
         from vlmctl.config.class_checks import class_problems
         from vlmctl.errors import ConfigError
@@ -366,8 +402,8 @@ def _model(cs: ConfigSet) -> list[Finding]:
         try:
             res = resolve_model(m)
         except ConfigError as exc:
-            key = ("model_classes", m.model_name_or_path)
             for f in exc.findings:
+                key = f.extra.get("path") or ("model_classes", m.model_name_or_path)
                 out.append(
                     cs.finding(
                         "error", "model", key, f.message, hint=f.hint, code=f.code or "resolve"
@@ -436,7 +472,47 @@ def _masking(cs: ConfigSet) -> list[Finding]:
     return []
 
 
+def _looks_local(name: str) -> bool:
+    """A path, not a hub id (`owner/name`): starts with . / ~, has a backslash or 2+ slashes."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def _media_roots(cs: ConfigSet) -> list[Finding]:
+    """Each `media_root` must exist: an error when the dataset itself is here (then the folder
+    should be too), a warning when the data is not on this machine (configs checked alone)."""
+    ds = cs.collator.dataset
+    roots = ds.media_root
+    if roots is None:
+        return []
+    items = (
+        [(("dataset", "media_root"), roots)]
+        if isinstance(roots, str)
+        else [(("dataset", "media_root", i), r) for i, r in enumerate(roots)]
+    )
+    data_here = bool(ds.path) and cs.resolve_path(ds.path).exists()
+    out = []
+    for key, root in items:
+        folder = cs.resolve_path(root)
+        if folder.is_dir():
+            continue
+        what = "not a folder" if folder.exists() else "folder not found"
+        out.append(
+            cs.finding(
+                "error" if data_here else "warning",
+                "collator",
+                key,
+                f"media_root {what}: {folder.resolve()}",
+                hint="media_root is relative to the config folder; fix the path or set it to null",
+                code="media-root-missing",
+            )
+        )
+    return out
+
+
 def _dataset(cs: ConfigSet) -> list[Finding]:
+    roots = _media_roots(cs)
+    if roots:
+        return roots
     if cs.collator.dataset.path is None:
         return [
             cs.finding(

@@ -71,6 +71,7 @@ def parse_override(text: str) -> Override:
             Finding(
                 "error",
                 f"--set {text!r}: a file's top level is a mapping, not a list",
+                hint="write file.key=value, e.g. --set peft.r=16",
                 code="override-syntax",
             )
         )
@@ -151,7 +152,8 @@ def _locate(
     file: Path, doc: YamlDoc | None, overrides: Sequence[Override], file_key: str, path: KeyPath
 ) -> tuple[str, int | None, int | None]:
     for ov in overrides:
-        if ov.file_key == file_key and path[: len(ov.path)] == ov.path:
+        # the key itself or one above it came from this --set (`--set trian.lr=1` makes `trian`)
+        if ov.file_key == file_key and ov.path[: len(path)] == path[: len(ov.path)]:
             return f"--set {shown_override(ov.text)}", None, None
     pos = doc.position(path) if doc is not None else None
     return (str(file), pos[0], pos[1]) if pos else (str(file), None, None)
@@ -160,8 +162,12 @@ def _locate(
 # ---- pydantic errors -> findings in the config's own words ----
 
 
-def _clean_path(loc: tuple, data: Any) -> KeyPath:
-    """pydantic's loc minus union-branch tags (`str`, `list[ContentPart]`), checked on the data."""
+def _clean_path(loc: tuple, data: Any, kind: str | None = None) -> KeyPath:
+    """pydantic's loc minus union-branch tags (`str`, `list[ContentPart]`), checked on the data.
+
+    A last element that is not in the data is the key meant only for a `missing` error (with
+    `kind` given); otherwise it is a union tag (`target_modules: {a: 1}` -> `str`, `list[str]`).
+    """
     out: list[str | int] = []
     node = data
     for i, el in enumerate(loc):
@@ -172,7 +178,7 @@ def _clean_path(loc: tuple, data: Any) -> KeyPath:
         elif isinstance(node, list) and isinstance(el, int) and 0 <= el < len(node):
             out.append(el)
             node = node[el]
-        elif isinstance(node, dict) and isinstance(el, str) and last:
+        elif isinstance(node, dict) and isinstance(el, str) and last and kind in (None, "missing"):
             out.append(el)  # a missing key: not in the data, but it is the key meant
             node = None
     return tuple(out)
@@ -313,6 +319,9 @@ def _describe_error(
         msg = str(err.get("ctx", {}).get("error") or err["msg"])
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
+        what, sep, how = msg.partition("; ")
+        if sep and how.startswith(("use ", "write ", "set ")):
+            return f"{leaf}: {what}", how, "invalid-value"  # "...; use one of X" is the fix
         return f"{leaf}: {msg}", None, "invalid-value"
     info = _field_for(model_cls, path)
     got = _show(err.get("input"))
@@ -379,9 +388,15 @@ def _validation_findings(
 ) -> list[Finding]:
     out: list[Finding] = []
     seen: set[tuple[KeyPath, str]] = set()
-    for err in exc.errors(include_url=False):
-        path = _clean_path(tuple(err["loc"]), data)
+    errors = [
+        (_clean_path(tuple(e["loc"]), data, e["type"]), e) for e in exc.errors(include_url=False)
+    ]
+    for path, err in errors:
+        if any(len(p) > len(path) and p[: len(path)] == path for p, _ in errors):
+            continue  # a union's "expected a string or a list" above the item that is wrong
         message, hint, code = _describe_error(err, model_cls, path, file_key)
+        if hint is None and code == "invalid-value" and ": expected " in message:
+            hint = "write " + message.split(": expected ", 1)[1].rsplit(", got ", 1)[0]
         if (path, message) in seen:
             continue  # one line per key even when every union branch complains
         seen.add((path, message))
@@ -478,6 +493,15 @@ def _train_key_findings(
         path = (key,)
         where, line, col = _locate(file, doc, overrides, "train", path)
         message, hint, code = _unknown_key(key, sorted(typed), "train", True, sorted(sft))
+        prefixed = [ov for ov in overrides if ov.file_key == "train" and ov.path[0] == key]
+        if prefixed and len(prefixed[0].path) > 1:
+            close = did_you_mean(key, list(FILES))
+            prefixes = "file prefixes: model., collator., train., peft. (none means train.)"
+            hint = (
+                f"did you mean --set {close}.{dotted(prefixed[0].path[1:])}=...? ({prefixes})"
+                if close
+                else f"{key!r} is neither a file prefix nor a train key; {prefixes}"
+            )
         if hint is None:
             hint = "not a vlmctl key nor a field of the installed TRL SFTConfig"
             if importlib.util.find_spec("trl") is None:
@@ -590,6 +614,7 @@ def collect_config_set(
                         Finding(
                             "error",
                             f"cannot apply: {problem}",
+                            hint=f"check the key path against `vlmctl schema --file {key}`",
                             file=f"--set {shown_override(ov.text)}",
                             code="override-path",
                         )

@@ -19,6 +19,12 @@ from vlmctl.errors import ConfigError, Finding
 # "training_messages", 1, "content", 0, "text").
 KeyPath = tuple[str | int, ...]
 
+# Config files are a few KB; a 1 MB one is a mistake or an attack (ruamel's time grows faster
+# than the size: 16 MB took 121 s). Checked before anything is read.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Values after expanding aliases: a real config has a few hundred; "9 levels of 9" has 9**9.
+MAX_VALUES = 100_000
+
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTTED_PART = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]')
 
@@ -98,9 +104,44 @@ def _tag_of(node: Any) -> str | None:
     return None
 
 
-def _plain(node: Any, path: KeyPath, doc: YamlDoc, problems: list[Finding]) -> Any:
-    """Round-trip node -> plain dict/list/str/int/float/bool/None, recording positions."""
+class _TooBig(Exception):
+    """More values than MAX_VALUES once aliases are expanded."""
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """How many values `node` becomes once aliases are expanded, in time linear in the file
+    (an alias is the same object as its anchor, so its size is computed once)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, dict):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.values()) + len(node)
+    elif isinstance(node, list):
+        size = 1 + sum(_expanded_size(v, memo) for v in node)
+    else:
+        return 1
+    memo[id(node)] = size = min(size, MAX_VALUES + 1)
+    return size
+
+
+def _plain(
+    node: Any,
+    path: KeyPath,
+    doc: YamlDoc,
+    problems: list[Finding],
+    budget: list[int] | None = None,
+) -> Any:
+    """Round-trip node -> plain dict/list/str/int/float/bool/None, recording positions.
+
+    `budget` counts values as they are expanded (an alias is expanded each time it is used), so
+    an alias bomb stops at MAX_VALUES instead of filling memory.
+    """
     from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+
+    if budget is None:
+        budget = [MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooBig
 
     tag = _tag_of(node)
     if tag is not None or isinstance(node, TaggedScalar):
@@ -124,7 +165,7 @@ def _plain(node: Any, path: KeyPath, doc: YamlDoc, problems: list[Finding]) -> A
             line, col = node.lc.key(key) if key in node else (None, None)
             if line is not None:
                 doc.positions[path + (key,)] = (line + 1, col + 1)
-            out[key] = _plain(value, path + (key,), doc, problems)
+            out[key] = _plain(value, path + (key,), doc, problems, budget)
         return out
     if isinstance(node, CommentedSeq):
         items = []
@@ -134,7 +175,7 @@ def _plain(node: Any, path: KeyPath, doc: YamlDoc, problems: list[Finding]) -> A
                 doc.positions[path + (i,)] = (line + 1, col + 1)
             except (KeyError, TypeError, IndexError):
                 pass
-            items.append(_plain(value, path + (i,), doc, problems))
+            items.append(_plain(value, path + (i,), doc, problems, budget))
         return items
     if isinstance(node, bool) or node is None:
         return node
@@ -179,6 +220,120 @@ def _tab_indent(text: str, near_line: int | None) -> tuple[int, int] | None:
     return None
 
 
+def _read_limited(path: Path) -> tuple[bytes | None, Finding | None]:
+    """The file's bytes, or one finding: missing, a folder, not a regular file (a device, a
+    pipe), unreadable (permission), or over MAX_CONFIG_BYTES. Never reads more than the limit."""
+    import stat
+
+    hint_init = f"run `vlmctl init {path.parent}` to write the four files"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None, _finding(path, "file not found", hint_init, None, None, "missing-file")
+    except PermissionError:
+        return None, _finding(
+            path,
+            "permission denied (cannot look at the file)",
+            "let this user read the file and its folders (chmod/chown)",
+            None,
+            None,
+            "permission",
+        )
+    except OSError as exc:
+        return None, _finding(
+            path, f"cannot read: {exc.strerror or exc}", None, None, None, "unreadable"
+        )
+    if stat.S_ISDIR(st.st_mode):
+        return None, _finding(
+            path,
+            "is a folder, not a file",
+            f"remove the folder; {hint_init}",
+            None,
+            None,
+            "not-file",
+        )
+    if not stat.S_ISREG(st.st_mode):
+        target = f" ({path.resolve()})" if path.is_symlink() else ""
+        return None, _finding(
+            path,
+            f"not a regular file{target}: a device, pipe or socket",
+            "point it at (or replace it with) a regular YAML file",
+            None,
+            None,
+            "not-file",
+        )
+    if st.st_size > MAX_CONFIG_BYTES:
+        return None, _finding(
+            path,
+            f"file too large: {st.st_size / 1e6:.1f} MB (a config file may have at most "
+            f"{MAX_CONFIG_BYTES / 1e6:.1f} MB)",
+            "check that this is the right file: config files are a few KB",
+            None,
+            None,
+            "yaml-too-large",
+        )
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except PermissionError:
+        return None, _finding(
+            path,
+            "permission denied (cannot read the file)",
+            "let this user read it (e.g. chmod a+r)",
+            None,
+            None,
+            "permission",
+        )
+    except OSError as exc:
+        return None, _finding(
+            path, f"cannot read: {exc.strerror or exc}", None, None, None, "unreadable"
+        )
+    if len(raw) > MAX_CONFIG_BYTES:  # grew while we looked
+        return None, _finding(
+            path, "file too large", "config files are a few KB", None, None, "yaml-too-large"
+        )
+    return raw, None
+
+
+def _unclosed_quote(text: str, error_line: int | None) -> tuple[int, int, str] | None:
+    """(line, col, quote) of the last line at or before the error whose quote is never closed
+    on that line. Multi-line quoted strings are legal YAML but not in config files, and this is
+    asked only after the parser has failed."""
+    found = None
+    lines = text.splitlines()
+    last = min(error_line or len(lines), len(lines))
+    for number, line in enumerate(lines[:last], 1):
+        quote, start, i = None, 0, 0
+        while i < len(line):
+            ch = line[i]
+            if quote is None:
+                if ch == "#" and (i == 0 or line[i - 1] in " \t"):
+                    break
+                if ch in "\"'" and (i == 0 or line[i - 1] in " \t:[{,-"):
+                    quote, start = ch, i
+            elif quote == '"' and ch == "\\":
+                i += 1
+            elif ch == quote:
+                if quote == "'" and line[i + 1 : i + 2] == "'":
+                    i += 1  # '' is an escaped quote
+                else:
+                    quote = None
+            i += 1
+        if quote is not None:
+            found = (number, start + 1, quote)
+    return found
+
+
+def _first_alias(text: str) -> tuple[int | None, int | None]:
+    """(line, col) of the first alias use (`*name`), for the alias-bomb message."""
+    m = re.search(r"(?:^|[\s\[{,:-])\*[A-Za-z0-9_]", text)
+    if not m:
+        return None, None
+    star = text.index("*", m.start())
+    line = text.count("\n", 0, star) + 1
+    return line, star - (text.rfind("\n", 0, star) + 1) + 1
+
+
 def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
     """Load one file. Returns (doc, []) or (None, findings); never raises for bad content."""
     from ruamel.yaml import YAML
@@ -186,18 +341,11 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     path = Path(path)
-    if not path.is_file():
-        return None, [
-            _finding(
-                path,
-                "file not found" if not path.exists() else "not a file",
-                f"run `vlmctl init {path.parent}` to write the four files",
-                None,
-                None,
-                "missing-file",
-            )
-        ]
-    text, problem = _decode(path, path.read_bytes())
+    raw, problem = _read_limited(path)
+    if problem:
+        return None, [problem]
+    assert raw is not None
+    text, problem = _decode(path, raw)
     if problem:
         return None, [problem]
     assert text is not None
@@ -236,6 +384,20 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
                     "yaml-tab",
                 )
             ]
+        quote = _unclosed_quote(text, line)
+        if quote is not None:
+            return None, [
+                _finding(
+                    path,
+                    f"unclosed {quote[2]} quote",
+                    f"close the string with {quote[2]} on this line (or remove the opening one)",
+                    quote[0],
+                    quote[1],
+                    "yaml-quote",
+                )
+            ]
+        if line is not None:
+            line = min(line, max(1, len(text.splitlines())))  # never past the last line
         problem_text = (exc.problem or exc.context or "invalid YAML").strip()
         return None, [
             _finding(
@@ -245,6 +407,17 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
                 line,
                 col,
                 "yaml-syntax",
+            )
+        ]
+    except RecursionError:
+        return None, [
+            _finding(
+                path,
+                "nested too deeply (thousands of levels of [ or {)",
+                "a config nests a few levels: remove the runaway brackets",
+                1,
+                1,
+                "yaml-too-deep",
             )
         ]
     except YAMLError as exc:
@@ -277,7 +450,20 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
         ]
     doc = YamlDoc(path=path, data={})
     problems: list[Finding] = []
-    doc.data = _plain(node, (), doc, problems)
+    try:
+        if _expanded_size(node, {}) > MAX_VALUES:
+            raise _TooBig  # counted without expanding: each shared node is sized once
+        doc.data = _plain(node, (), doc, problems)
+    except (_TooBig, RecursionError):
+        return None, [
+            _finding(
+                path,
+                f"more than {MAX_VALUES:,} values once YAML aliases (*name) are expanded",
+                "write the values out, or use far fewer aliases: a config needs a few hundred",
+                *_first_alias(text),
+                "yaml-alias-bomb",
+            )
+        ]
     if problems:
         return None, problems
     return doc, []

@@ -329,6 +329,8 @@ def _json_fallback(files: list[Path]) -> tuple[Any, list[str]]:
 
 
 def _csv_error(path: Path, exc: BaseException) -> DataError:
+    if isinstance(exc, PermissionError) or isinstance(exc.__cause__, PermissionError):
+        return _err("permission denied", "let this user read the file (e.g. chmod a+r)", file=path)
     text = str(exc)
     import re
 
@@ -340,7 +342,11 @@ def _csv_error(path: Path, exc: BaseException) -> DataError:
             file=path,
             line=int(m.group(2)),
         )
-    return _err(f"cannot read CSV: {_first_line(exc)}", file=path)
+    return _err(
+        f"cannot read CSV: {_first_line(exc)}",
+        "check that it is a comma-separated text file with a header row",
+        file=path,
+    )
 
 
 def _load_files(kind: str, files: list[Path] | dict[str, list[Path]]) -> tuple[Any, list[str]]:
@@ -386,8 +392,15 @@ def _load_files(kind: str, files: list[Path] | dict[str, list[Path]]) -> tuple[A
             ) from None
         if kind == "csv":
             raise _csv_error(flat[0] if len(flat) == 1 else flat[0].parent, cause) from None
+        if isinstance(cause, PermissionError):
+            raise _err(
+                "permission denied",
+                "let this user read the file (e.g. chmod a+r)",
+                file=flat[0] if len(flat) == 1 else flat[0].parent,
+            ) from None
         raise _err(
             f"cannot read {kind} data: {_first_line(cause)}",
+            f"check that the file is valid {kind} (re-export it), or set dataset.format",
             file=flat[0] if len(flat) == 1 else flat[0].parent,
         ) from None
 

@@ -46,6 +46,7 @@ import binascii
 import io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ from vlmctl.errors import ConfigError, DataError, Finding
 
 RESIZE_MODES = ("keep_aspect", "crop", "stretch")
 BYTES_NAME = "<bytes>"
+CONFINE_ENV = "VLMCTL_CONFINE_MEDIA"
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _INT16_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
@@ -82,7 +84,10 @@ def media_error(
 
 
 def sniff_non_media(head: bytes) -> str | None:
-    """Say what a non-media file looks like, from its first bytes (for error messages)."""
+    """Say what a non-media file looks like, from its first bytes (for error messages).
+
+    Never quotes the bytes: a row pointing at `../secrets.env` must not put a token in CI logs.
+    """
     if not head:
         return "empty file (0 bytes)"
     if head.startswith(b"version https://git-lfs"):
@@ -102,8 +107,7 @@ def sniff_non_media(head: bytes) -> str | None:
             return None
     printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
     if text and printable / len(text) > 0.95:
-        snippet = " ".join(text.split())[:40]
-        return f"text file? starts with {snippet!r}"
+        return "a text file"
     return None
 
 
@@ -149,16 +153,59 @@ def resolve_media_path(
         dirs = [Path(d).expanduser() for d in base_dirs] or [Path.cwd()]
         candidates = [d / path for d in dirs]
         searched = [str(d) for d in dirs]
+    roots = [Path(d).expanduser().resolve() for d in base_dirs] or [Path.cwd().resolve()]
+    confined = media_confined()
+    outside = None
     for cand in candidates:
-        if cand.is_file():
-            return cand
-        if cand.is_dir():
+        if confined and not any(cand.resolve().is_relative_to(r) for r in roots):
+            outside = cand
+            continue
+        try:
+            st = cand.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            raise media_error(
+                f"permission denied: {cand}",
+                name=str(cand),
+                hint="let this user read the file and the folders above it",
+                row=row,
+                code="media-permission",
+            ) from None
+        except OSError as exc:
+            raise media_error(
+                f"cannot read {cand}: {exc.strerror or type(exc).__name__}",
+                name=str(cand),
+                row=row,
+                code="media-unreadable",
+            ) from None
+        if stat.S_ISDIR(st.st_mode):
             raise media_error(
                 f"expected a file, found a directory: {cand}",
                 name=str(cand),
+                hint="point the row at an image or video file inside that folder",
                 row=row,
                 code="media-is-dir",
             )
+        if not stat.S_ISREG(st.st_mode):
+            target = f" (-> {cand.resolve()})" if cand.is_symlink() else ""
+            raise media_error(
+                f"not a regular file: {cand}{target} is a device, pipe or socket",
+                name=str(cand),
+                hint="point the row at an image or video file",
+                row=row,
+                code="media-not-file",
+            )
+        return cand
+    if outside is not None:
+        raise media_error(
+            f"media path {raw} leads outside the dataset folders ({', '.join(map(str, roots))})",
+            name=raw,
+            hint=f"{CONFINE_ENV}=1 is set (media must stay inside dataset.media_root and the "
+            "dataset's folder): move the file inside, or fix the path",
+            row=row,
+            code="media-outside",
+        )
     where = f" (searched: {', '.join(searched)})" if searched else ""
     raise media_error(
         f"file not found: {raw}{where}",
@@ -167,6 +214,16 @@ def resolve_media_path(
         row=row,
         code="media-not-found",
     )
+
+
+def media_confined() -> bool:
+    """Whether media paths must stay inside the dataset folders (VLMCTL_CONFINE_MEDIA=1).
+
+    Off by default: datasets often name absolute paths or share an image folder. A CI job that
+    validates config sets it did not write turns it on, so a row cannot make vlmctl open
+    `/etc/passwd` or `../secrets.env` (symlinks are followed before the check).
+    """
+    return os.environ.get(CONFINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def setting(settings: Any, name: str, default: Any) -> Any:
@@ -227,12 +284,20 @@ def _open_source(
     )
 
 
-def _head(source: bytes | Path, n: int = 512) -> bytes:
+def _head(source: bytes | Path, n: int = 512, row: int | None = None) -> bytes:
     if isinstance(source, bytes):
         return source[:n]
     try:
         with open(source, "rb") as f:
             return f.read(n)
+    except PermissionError:
+        raise media_error(
+            f"permission denied: {source}",
+            name=str(source),
+            hint="let this user read the file",
+            row=row,
+            code="media-permission",
+        ) from None
     except OSError:
         return b""
 
@@ -271,9 +336,15 @@ def _decode(
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise _decode_error(name, exc, b"\x00", row) from None
         return img, name
-    what = sniff_non_media(_head(source))
+    what = sniff_non_media(_head(source, row=row))
     if what is not None and what.startswith("empty file"):
-        raise media_error(f"{name}: {what}", name=name, row=row, code="media-empty")
+        raise media_error(
+            f"{name}: {what}",
+            name=name,
+            hint="re-download or re-export the file",
+            row=row,
+            code="media-empty",
+        )
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its limit; a warning we never see is no check.

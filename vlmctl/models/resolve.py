@@ -13,12 +13,22 @@ Rules:
      through the checkpoint's `auto_map` with trust_remote_code (source "remote_code"); refused
      with a clear error unless the entry (or loading_params) sets trust_remote_code.
 2. No entry -> AutoModelForImageTextToText + AutoProcessor (source "auto").
+
+Security (a config set may come from a pull request that CI validates): an `import_path` other
+than `transformers` names Python code that would run on import. It is accepted only when the
+person running vlmctl allows it (`VLMCTL_ALLOW_IMPORTS=pkg[,pkg2]`, never the config itself),
+and only from an installed location, never from the working folder. Resolving never imports it
+(only its location is looked up), and `validate` never imports it at all: it measures token
+lengths with `AutoProcessor`. Only `train`/`merge`/`demo` import an allowed module.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
+import os
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +40,8 @@ from vlmctl.errors import ConfigError, Finding
 AUTO_MODEL = "AutoModelForImageTextToText"
 AUTO_PROCESSOR = "AutoProcessor"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+ALLOW_IMPORTS_ENV = "VLMCTL_ALLOW_IMPORTS"
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,88 @@ def is_transformers_class(name: str) -> bool:
     return False
 
 
+def allowed_imports() -> frozenset[str]:
+    """Top-level packages an `import_path` may name: transformers, plus what the person running
+    vlmctl lists in VLMCTL_ALLOW_IMPORTS (comma-separated). A config cannot widen this."""
+    raw = os.environ.get(ALLOW_IMPORTS_ENV, "")
+    return frozenset({"transformers"} | {p.strip() for p in raw.split(",") if p.strip()})
+
+
+def _untrusted_dirs() -> set[Path]:
+    """The working folder (and `python -m`'s copy of it at sys.path[0]): never code sources."""
+    out = set()
+    for entry in ("", ".", os.getcwd()):
+        try:
+            out.add(Path(entry or ".").resolve())
+        except OSError:
+            pass
+    return out
+
+
+def installed_location(top: str) -> str | None:
+    """Where the top-level package `top` is installed, looked up WITHOUT importing it and
+    skipping the working folder; None when it is not installed elsewhere."""
+    bad = _untrusted_dirs()
+    search = []
+    for entry in sys.path:
+        try:
+            if Path(entry or ".").resolve() in bad:
+                continue
+        except OSError:
+            continue
+        search.append(entry)
+    spec = importlib.machinery.PathFinder.find_spec(top, search)
+    if spec is None:
+        return None
+    return spec.origin or next(iter(spec.submodule_search_locations or []), None) or top
+
+
+def check_import_path(import_path: str, key: str) -> None:
+    """Raise ConfigError unless `import_path` is an allowed, installed module (never imported)."""
+    path = ("model_classes", key, "import_path")
+    where = f"model_classes.{key}.import_path"
+    if import_path == "transformers" or import_path.startswith("transformers."):
+        return
+    if not _MODULE.match(import_path):
+        raise ConfigError(
+            Finding(
+                "error",
+                f"import_path {import_path!r} is not a module name",
+                hint="write a dotted module name such as `transformers`",
+                key=where,
+                code="import-path",
+                extra={"path": path},
+            )
+        )
+    top = import_path.split(".")[0]
+    if top not in allowed_imports():
+        raise ConfigError(
+            Finding(
+                "error",
+                f"import_path {import_path!r} is not allowed: importing a module runs its code, "
+                "so vlmctl imports model classes only from transformers",
+                hint="use `import_path: transformers`; to use another installed package, the "
+                f"person running vlmctl sets {ALLOW_IMPORTS_ENV}={top} (a config cannot)",
+                key=where,
+                code="import-not-allowed",
+                extra={"path": path},
+            )
+        )
+    if installed_location(top) is None:
+        raise ConfigError(
+            Finding(
+                "error",
+                f"import_path {import_path!r} is not an installed module (a module in the "
+                "working folder does not count)",
+                hint="install the package that provides it (pip install ...), or use "
+                "import_path: transformers",
+                key=where,
+                code="import-path",
+                extra={"path": path},
+            )
+        )
+
+
 def _entry_for(cfg: ModelConfig, model_id: str):
     if model_id in cfg.model_classes:
         return model_id, cfg.model_classes[model_id]
@@ -131,21 +225,13 @@ def resolve_model(cfg: ModelConfig, model_id: str | None = None) -> Resolution:
                 Finding(
                     "error",
                     f"{label} {name!r} is not a class name",
+                    hint="write the class name only, e.g. Qwen2VLForConditionalGeneration",
                     key=f"model_classes.{key}.{label}",
                     code="class-name",
                 )
             )
     if entry.import_path != "transformers":
-        if importlib.util.find_spec(entry.import_path.split(".")[0]) is None:
-            raise ConfigError(
-                Finding(
-                    "error",
-                    f"import_path {entry.import_path!r} is not an installed module",
-                    hint="install the package that provides it, or use import_path: transformers",
-                    key=f"model_classes.{key}.import_path",
-                    code="import-path",
-                )
-            )
+        check_import_path(entry.import_path, key)
     elif not is_transformers_class(entry.model_class):
         if not trust:
             raise ConfigError(
@@ -216,6 +302,8 @@ def _quantization_config(cfg: ModelConfig) -> Any:
 def _class(import_path: str, name: str) -> Any:
     import importlib
 
+    if import_path != "transformers":
+        check_import_path(import_path, "?")  # the environment may differ from resolve time
     module = importlib.import_module(import_path)
     cls = getattr(module, name, None)
     if cls is None:
@@ -253,14 +341,25 @@ def _remote_auto_class(res: Resolution, path: str, revision: str | None) -> Any:
     )
 
 
-def load_processor(res: Resolution, cfg: ModelConfig, model_path: str | Path | None = None):
-    """The processor, with `processor_params` passed to `from_pretrained`."""
+def load_processor(
+    res: Resolution,
+    cfg: ModelConfig,
+    model_path: str | Path | None = None,
+    *,
+    import_modules: bool = True,
+):
+    """The processor, with `processor_params` passed to `from_pretrained`.
+
+    `import_modules=False` (validate) never imports an `import_path` other than transformers:
+    AutoProcessor reads the processor the checkpoint declares instead.
+    """
     kwargs = cfg.processor_params.model_dump()
     kwargs["trust_remote_code"] = res.processor_trust_remote_code
     if cfg.revision:
         kwargs.setdefault("revision", cfg.revision)
     path = str(model_path or res.model_id)
-    if res.source == "remote_code" or res.processor_class == AUTO_PROCESSOR:
+    foreign = res.import_path != "transformers" and not import_modules
+    if res.source == "remote_code" or res.processor_class == AUTO_PROCESSOR or foreign:
         from transformers import AutoProcessor
 
         return AutoProcessor.from_pretrained(path, **kwargs)
