@@ -20,6 +20,7 @@ import typer
 
 from vlmctl import __version__
 from vlmctl.commands.demo import demo
+from vlmctl.commands.eval import eval_
 from vlmctl.commands.init import init
 from vlmctl.commands.merge import merge
 from vlmctl.commands.models import models
@@ -35,7 +36,7 @@ DEBUG_ENV = "VLMCTL_DEBUG"
 app = typer.Typer(
     name="vlmctl",
     help="Fine-tune vision-language models from four YAML files: init, validate, preview, "
-    "train, merge.",
+    "train, merge, eval.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals can hold tokens and paths
@@ -112,6 +113,7 @@ def _summary(fn: Callable[..., Any]) -> str:
 
 for _verb in (init, validate, preview, train, merge, demo, schema, models):
     app.command(short_help=_summary(_verb))(error_boundary(_verb))
+app.command("eval", short_help=_summary(eval_))(error_boundary(eval_))
 
 
 # Modules whose presence means the process did real work and must shut down the normal way

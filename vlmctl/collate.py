@@ -484,6 +484,65 @@ class VLMCollator:
             out[i, : e.length] = e.kinds
         return out
 
+    # ------------------------------------------------------------------ generation prompts
+
+    def encode_prompts(self, examples: Sequence[Example]) -> list[tuple[EncodedExample, str]]:
+        """Each example up to its LAST assistant turn, as the model sees it before answering.
+
+        Why here: `vlmctl eval` (and the training-time eval) must feed the model exactly what
+        training taught it to continue: the same row rendering, media decoding, chat template
+        and processor call, with the template's generation prompt in place of the answer
+        (PaliGemma: the prefix without a suffix). Returns (encoding, reference answer) per
+        example; the reference is the removed turn's text ("" when there is none). No length
+        policy applies: a prompt is never cut.
+        """
+        prepared, refs = [], []
+        for ex in examples:
+            msgs = list(ex.messages)
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            ref = _message_text(msgs[last]) if last is not None else ""
+            kept = msgs[:last] if last is not None else msgs
+            n_img = sum(_count_parts(m, "image") for m in kept)
+            n_vid = sum(_count_parts(m, "video") for m in kept)
+            prompt_ex = Example(
+                messages=kept, images=ex.images[:n_img], videos=ex.videos[:n_vid], row=ex.row
+            )
+            p = self._prepare(prompt_ex)
+            if not self.prefix_suffix:
+                p.text = self._render_many([kept], True)[0]
+            prepared.append(p)
+            refs.append(ref)
+        encoded = self._process_prepared(prepared) if prepared else []
+        return list(zip(encoded, refs, strict=True))
+
+    def collate_prompts(self, encoded: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
+        """Left-pad prompt encodings into a batch for `model.generate` (no labels).
+
+        Left padding keeps every row's last prompt token at the end, where generation appends.
+        """
+        if not encoded:
+            raise DataError(Finding("error", "no prompts to collate", code="all-rows-dropped"))
+        n, width = len(encoded), max(e.length for e in encoded)
+        batch: dict[str, torch.Tensor] = {
+            "input_ids": torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        }
+        keys = list(dict.fromkeys(k for e in encoded for k in e.token_extras))
+        for key in keys:
+            sample = next(e.token_extras[key] for e in encoded if key in e.token_extras)
+            batch[key] = torch.zeros((n, width), dtype=sample.dtype)
+        if "attention_mask" not in batch:
+            batch["attention_mask"] = torch.zeros((n, width), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            start = width - e.length
+            batch["input_ids"][i, start:] = e.input_ids
+            for key in keys:
+                if key in e.token_extras:
+                    batch[key][i, start:] = e.token_extras[key]
+            if "attention_mask" not in e.token_extras:
+                batch["attention_mask"][i, start:] = 1
+        batch.update(self._collate_media(encoded))
+        return batch
+
     # ------------------------------------------------------------------ media
 
     def fit_media(self, example: Example) -> Example:
@@ -1389,6 +1448,13 @@ def _message_text(msg: dict) -> str:
     return " ".join(
         p["text"].strip() for p in content or [] if p.get("type") == "text" and p.get("text")
     ).strip()
+
+
+def _count_parts(msg: dict, kind: str) -> int:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return 0
+    return sum(1 for p in content or [] if isinstance(p, Mapping) and p.get("type") == kind)
 
 
 def _expanded_spans(repl: list, spans: list) -> tuple[list, list]:

@@ -4,7 +4,8 @@ It builds the tiny Qwen2-VL twin (or uses --model), writes a small image Q/A dat
 can learn (solid-colour images, "What color is this?" -> the colour's name), writes a config
 set from the same templates `vlmctl init` uses, then runs the real verbs: validate -> preview
 -> train (through accelerate, like any run) -> merge, and finally asks the merged model about
-held-out images and scores the answers. `demo-report.json` records accuracy against chance.
+held-out images and scores the answers with `vlmctl eval` (its report.html shows every image and
+answer). `demo-report.json` records accuracy (exact match) against chance and links the page.
 
 Why colours: they are the one visual fact a random-weight 2-layer model can learn in ~100
 steps, and the answer is a single word, so scoring needs no judge. The demo keeps vlmctl's
@@ -171,61 +172,46 @@ def _launch_to_stderr(argv: list[str], env: dict) -> int:
     return subprocess_launcher(argv, env, status, stdout=sys.stderr)
 
 
-def ask(
-    model: Any, processor: Any, image_path: Path, question: str = QUESTION, max_new_tokens: int = 4
-) -> str:
-    """Greedy answer of `model` to one image + question (the chat template of inference)."""
-    import torch
-    from PIL import Image
-
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": "Answer briefly."},
-                {"type": "image"},
-                {"type": "text", "text": question},
-            ],
-        }
-    ]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    image = Image.open(image_path).convert("RGB")
-    inputs = processor(text=[prompt], images=[image], return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1] :]
-    return processor.tokenizer.decode(new, skip_special_tokens=True).strip()
-
-
 def score(
+    config_dir: Path,
     model_dir: Path,
-    rows: list[dict],
     data_dir: Path,
-    adapter_dir: Path | None = None,
+    out: Path,
+    env: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Held-out accuracy: the answer's first word equals the colour name."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    """Held-out accuracy through `vlmctl eval` (exact match after normalisation), with its page.
 
-    torch.manual_seed(0)
-    processor = AutoProcessor.from_pretrained(str(adapter_dir or model_dir))
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
+    The demo scores the way a user would: the same prompts as training (the collator's
+    generation path), greedy answers, eval-report.json, predictions.jsonl and report.html.
+    """
+    args = ["eval", str(config_dir), "--model", str(model_dir)]
+    args += ["--data", str(data_dir / "eval.csv"), "--all", "--out", str(out)]
+    args += ["--max-new-tokens", "4"]
+    code = _vlmctl(*args, env=env, log=log)
+    report_path = out / "eval-report.json"
+    if code != 0 or not report_path.is_file():
+        from vlmctl.errors import Finding, VlmctlError
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    model.eval()
-    correct = 0
-    samples = []
-    for row in rows:
-        answer = ask(model, processor, data_dir / row["image"])
-        words = answer.lower().replace(".", " ").split()
-        ok = bool(words) and words[0] == row["answer"]
-        correct += ok
-        if len(samples) < 8:
-            samples.append({"image": row["image"], "expected": row["answer"], "answer": answer})
-    return {"correct": correct, "total": len(rows), "samples": samples}
+        raise VlmctlError(Finding("error", f"eval failed (exit {code})"))
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    name = report["models"][0]["name"]
+    preds = [
+        json.loads(line)
+        for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    correct = sum(int(p["metrics"]["exact_match"] >= 1.0) for p in preds if p["model"] == name)
+    samples = [
+        {"row": p["row"], "expected": p["reference"], "answer": p["prediction"]} for p in preds[:8]
+    ]
+    return {
+        "correct": correct,
+        "total": report["n"],
+        "samples": samples,
+        "metrics": report["metrics"][name],
+        "page": report["files"]["page"],
+        "report": str(report_path),
+    }
 
 
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
@@ -313,7 +299,8 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
         f"demo: asking the {'merged' if adapter is None else 'adapter'} model about "
         f"{len(rows['eval'])} held-out images"
     )
-    result = score(scored_dir, rows["eval"], data_dir, adapter_dir=adapter, log=log)
+    scored = scored_dir if adapter is None else adapter
+    result = score(config_dir, scored, data_dir, out / "eval", env=env, log=log)
     chance = 1 / len(COLORS)
     report = {
         "accuracy": result["correct"] / max(1, result["total"]),
@@ -328,6 +315,9 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
         "model": model_path,
         "steps": steps,
         "samples": result["samples"],
+        "metrics": result["metrics"],
+        "eval_page": os.path.relpath(result["page"], out),
+        "eval_report": os.path.relpath(result["report"], out),
         "total_seconds": round(time.monotonic() - t0, 2),
     }
     (out / "demo-report.json").write_text(json.dumps(report, indent=2) + "\n")

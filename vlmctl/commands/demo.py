@@ -1,4 +1,4 @@
-"""`vlmctl demo`: validate -> preview -> train -> merge -> ask, offline, on a tiny model."""
+"""`vlmctl demo`: validate -> preview -> train -> merge -> eval, offline, on a tiny model."""
 
 from __future__ import annotations
 
@@ -36,5 +36,5 @@ def demo(
     log(
         f"demo: {report['correct']}/{report['total']} held-out images answered right "
         f"(chance {report['chance']:.0%}): the model {verdict} colours. "
-        f"Report: {Path(out) / 'demo-report.json'}"
+        f"Report: {Path(out) / 'demo-report.json'}; page: {Path(out) / report['eval_page']}"
     )

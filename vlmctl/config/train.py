@@ -5,6 +5,7 @@ The seed's keys keep their meaning even where the installed libraries renamed th
 group_by_length`, and `gradient_checkpointing` (a deprecated alias) becomes
 `activation_checkpointing`. `mappings()` says what each key became, so `validate` can show it.
 Keys beyond the seed's must be fields of the installed TRL `SFTConfig` (checked by the loader).
+vlmctl's own keys (`generation_eval`) are typed here and never passed to `SFTConfig`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ from pydantic import (
     PositiveInt,
     field_validator,
 )
+
+
+class GenerationEvalConfig(BaseModel):
+    """`generation_eval:` (vlmctl's own key): answer a fixed eval sample at every evaluation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: PositiveInt = Field(default=16, description="The first N eval rows (a fixed sample).")
+    max_new_tokens: PositiveInt = 32
+    batch_size: PositiveInt = 8
+
+
+VLMCTL_KEYS = frozenset({"generation_eval"})
+"""Keys of `train_config.yaml` that are vlmctl's, not SFTConfig fields."""
 
 
 class TrainConfig(BaseModel):
@@ -52,6 +67,12 @@ class TrainConfig(BaseModel):
     report_to: list[str] | str = Field(default_factory=lambda: ["wandb"])
     run_name: str | None = None
     seed: int = 42
+    generation_eval: GenerationEvalConfig | None = Field(
+        default=None,
+        description="vlmctl: exact match, token F1, ROUGE-L and ANLS of generated answers on "
+        "the first `rows` eval rows at every evaluation (eval_steps), logged to wandb and to "
+        "<output_dir>/generation-eval.jsonl. Needs an eval split. Default: off.",
+    )
 
     @field_validator("logging_steps", "eval_steps", "save_steps")
     @classmethod
@@ -87,7 +108,7 @@ class TrainConfig(BaseModel):
 
     def to_sft_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `trl.SFTConfig`, with the seed's renamed keys mapped."""
-        data = self.model_dump(exclude={"group_by_length", "gradient_checkpointing"})
+        data = self.model_dump(exclude={"group_by_length", "gradient_checkpointing", *VLMCTL_KEYS})
         data.update(self.extra_keys())
         for key in ("logging_steps", "eval_steps", "save_steps"):
             value = data.get(key)

@@ -305,6 +305,23 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     callbacks = [stop, stop_log]
     if "wandb" in cs.train.report_to_list():
         callbacks.append(WandbConfig(configs))
+    if cs.train.generation_eval is not None:
+        if eval_ds is None or kwargs.get("eval_strategy", "no") == "no":
+            say("generation_eval: skipped (no eval split or no evaluation: set eval_steps)")
+        else:
+            from vlmctl.evaluation.callback import GenerationEval
+
+            callbacks.append(
+                GenerationEval(
+                    collator,
+                    data.eval,
+                    cs.train.generation_eval,
+                    output_dir,
+                    data.media_dirs,
+                    getattr(model.config, "model_type", None),
+                    say=say,
+                )
+            )
     trainer = VlmctlTrainer(
         model=model,
         args=SFTConfig(**kwargs),

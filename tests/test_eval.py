@@ -1,0 +1,330 @@
+"""`vlmctl eval`: bad --model lines, the config key, and (slow) the demo run evaluated end to end.
+
+The slow tests share ONE demo run (module-scoped fixture, ~1 min): base model, run folder
+(adapter), merged model, held-out eval.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from vlmctl.demo import COLORS, DemoOptions, write_color_dataset, write_config_set
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from vlmctl.cli import app
+
+    return CliRunner().invoke(app, ["eval", *args])
+
+
+def stderr_lines(result) -> list[str]:
+    try:
+        text = result.stderr
+    except (ValueError, AttributeError):
+        text = result.output
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+@pytest.fixture
+def config_set(tmp_path):
+    write_color_dataset(tmp_path / "data", 8, 8)
+    write_config_set(tmp_path / "config", "some/model", DemoOptions(out=tmp_path, steps=2))
+    return tmp_path / "config"
+
+
+def _one_error(result, *needles: str) -> str:
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    lines = stderr_lines(result)
+    assert len(lines) == 1, lines
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bad_model_not_a_model_is_one_line(config_set, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_error(cli(str(config_set), "--model", str(empty)), "not a model", "config.json")
+    _one_error(cli(str(config_set), "--model", str(tmp_path / "nope")), "no such folder")
+
+
+def test_bad_model_missing_base_is_one_line(config_set, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": str(tmp_path / "gone")})
+    )
+    (run / "adapter_model.safetensors").write_bytes(b"")
+    line = _one_error(cli(str(config_set), "--model", str(run)), f"--model {run}")
+    assert "base model" in line and "not found" in line
+
+
+def test_bad_model_processor_missing_is_one_line(config_set, tmp_path):
+    folder = tmp_path / "weights-only"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "qwen2_vl"}')
+    (folder / "model.safetensors").write_bytes(b"")
+    _one_error(cli(str(config_set), "--model", str(folder)), "processor missing")
+
+
+def test_bad_model_is_refused_before_any_other_is_loaded(config_set, tmp_path, monkeypatch):
+    """Every --model is checked first: a typo in the second costs no loading of the first."""
+    from vlmctl.evaluation import generate
+
+    def boom(*_a, **_k):
+        raise AssertionError("a model was loaded before every --model was checked")
+
+    monkeypatch.setattr(generate, "load", boom)
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "config.json").write_text("{}")
+    (good / "model.safetensors").write_bytes(b"")
+    (good / "tokenizer_config.json").write_text("{}")
+    _one_error(cli(str(config_set), "-m", str(good), "-m", str(tmp_path / "typo")), "typo")
+
+
+def test_no_eval_split_without_data_is_one_line(config_set, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "tokenizer_config.json").write_text("{}")
+    _one_error(cli(str(config_set), "--model", str(folder)), "no eval split", "--data")
+
+
+def test_generation_eval_key_is_vlmctl_own_and_not_an_sft_field(config_set):
+    from vlmctl.config.load import load_config_set
+
+    path = config_set / "train_config.yaml"
+    path.write_text(path.read_text() + "generation_eval:\n  rows: 4\n  max_new_tokens: 3\n")
+    cs = load_config_set(config_set)
+    assert cs.train.generation_eval.rows == 4 and cs.train.generation_eval.max_new_tokens == 3
+    assert "generation_eval" not in cs.train.to_sft_kwargs()
+    path.write_text(path.read_text() + "  bogus: 1\n")
+    from vlmctl.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config_set(config_set)
+    assert "generation_eval" in str(err.value.findings[0].one_line())
+
+
+def test_unique_names():
+    from vlmctl.evaluation.generate import unique_names
+
+    assert unique_names(["/d/base-model", "/d/run/merged"]) == ["base-model", "merged"]
+    assert unique_names(["/a/run/merged", "/b/run/merged"]) == ["a/run/merged", "b/run/merged"]
+
+
+# --------------------------------------------------------------------------- the demo run (slow)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaldemo") / "demo"
+    given = os.environ.get("VLMCTL_TEST_DEMO_DIR")  # reuse a finished demo when developing
+    if given and (Path(given) / "run" / "merged" / "config.json").is_file():
+        return Path(given)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TMPDIR=str(out.parent), PYTHONPATH=str(REPO))
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlmctl", "demo", "--out", str(out)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(demo, tmp_path_factory):
+    """`vlmctl eval` of base and merged on the demo's held-out csv (the done-when command)."""
+    out = tmp_path_factory.mktemp("evalout") / "E"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    args = [
+        sys.executable,
+        "-m",
+        "vlmctl",
+        "eval",
+        str(demo / "config"),
+        "--model",
+        str(demo / "base-model"),
+        "--model",
+        str(demo / "run" / "merged"),
+        "--data",
+        str(demo / "data" / "eval.csv"),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "4",
+    ]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc
+
+
+@pytest.mark.slow
+def test_eval_writes_three_files_and_the_finetune_beats_chance(evaluated):
+    out, proc = evaluated
+    report = json.loads((out / "eval-report.json").read_text())
+    assert report["version"] == 1
+    assert [m["name"] for m in report["models"]] == ["base-model", "merged"]
+    assert report["n"] == 40 and report["data"]["rows"] == 40
+    chance = 1 / len(COLORS)
+    merged, base = report["metrics"]["merged"], report["metrics"]["base-model"]
+    for m in (merged, base):
+        assert set(m) >= {"exact_match", "token_f1", "rouge_l", "anls"}
+    assert merged["exact_match"] >= 3 * chance, report["metrics"]
+    assert base["exact_match"] < 3 * chance, report["metrics"]
+    lines = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 40 * 2
+    assert {(d["row"], d["model"]) for d in lines} == {
+        (r, m) for r in range(40) for m in ("base-model", "merged")
+    }
+    # Per-row metrics agree with the report's means.
+    em = [d["metrics"]["exact_match"] for d in lines if d["model"] == "merged"]
+    assert sum(em) / 40 == pytest.approx(merged["exact_match"])
+    assert all(d["reference"] in COLORS for d in lines)
+    # The text output ends with the metric table and the page's path.
+    tail = proc.stdout.strip().splitlines()
+    assert tail[-1] == f"report: {out / 'report.html'}"
+    assert any("merged" in ln and f"{merged['exact_match']:.3f}" in ln for ln in tail[:-1])
+    assert "eval split" not in proc.stderr and "--data" in proc.stderr
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[int, list[str]] = {}
+        self.wrong = 0
+        self.external: list[str] = []
+        self._row = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "data-row" in a:
+            self._row = int(a["data-row"])
+            self.rows[self._row] = []
+        if tag == "img":
+            self.rows.setdefault(self._row, []).append(a.get("src", ""))
+        if tag == "td" and "wrong" in (a.get("class") or ""):
+            self.wrong += 1
+        for key in ("src", "href"):
+            if a.get(key) and not a[key].startswith("data:"):
+                self.external.append(a[key])
+
+
+@pytest.mark.slow
+def test_report_page_is_self_contained_and_shows_every_row_image(evaluated):
+    out, _ = evaluated
+    text = (out / "report.html").read_text()
+    page = _Page()
+    page.feed(text)
+    assert sorted(page.rows) == list(range(40))
+    assert all(len(srcs) == 1 and srcs[0].startswith("data:image/") for srcs in page.rows.values())
+    assert not page.external
+    preds = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
+    assert page.wrong == sum(1 for d in preds if d["metrics"]["exact_match"] < 1)
+    assert "sortRows('differ')" in text
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (apt-get install chromium)")
+def test_report_page_renders_every_image_in_headless_chromium(evaluated, tmp_path):
+    """A real browser loads the page; a script reports how many images decoded (naturalWidth)."""
+    out, _ = evaluated
+    probe = tmp_path / "probe.html"
+    page = (out / "report.html").read_text()
+    check = (
+        "<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
+        "sortRows('differ');"
+        "document.title='IMAGES '+imgs.filter(i=>i.complete&&i.naturalWidth>0).length+'/'"
+        "+imgs.length+' ROWS '+document.querySelectorAll('#rows tr').length;});</script>"
+    )
+    probe.write_text(page.replace("</body>", check + "</body>"))
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "<title>IMAGES 40/40 ROWS 40</title>" in proc.stdout, proc.stdout[:500]
+
+
+@pytest.mark.slow
+def test_adapter_and_merged_give_the_same_predictions(demo, tmp_path):
+    out = tmp_path / "E2"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    args = [sys.executable, "-m", "vlmctl", "eval", str(demo / "config")]
+    args += ["-m", str(demo / "run"), "-m", str(demo / "run" / "merged")]
+    args += ["--data", str(demo / "data" / "eval.csv"), "--out", str(out)]
+    args += ["--max-new-tokens", "4", "--format", "json"]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout)
+    assert [m["kind"] for m in report["models"]] == ["adapter", "model"]
+    lines = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
+    by_model: dict[str, dict[int, str]] = {}
+    for d in lines:
+        by_model.setdefault(d["model"], {})[d["row"]] = d["prediction"]
+    adapter, merged = by_model["run"], by_model["merged"]
+    assert len(adapter) == 40 and adapter == merged
+
+
+@pytest.mark.slow
+def test_default_data_is_the_eval_split_never_training_rows(demo, tmp_path):
+    """Without --data: the config's eval split (here eval_path = the held-out csv)."""
+    import shutil as sh
+
+    config = tmp_path / "config"
+    sh.copytree(demo / "config", config)
+    collator = config / "vlm_collator_config.yaml"
+    held_out = demo / "data" / "eval.csv"
+    text = collator.read_text().replace("eval_size: null", f"eval_path: {held_out}")
+    collator.write_text(text)
+    from vlmctl.config.load import load_config_set
+    from vlmctl.evaluation.run import load_rows
+
+    data = load_rows(load_config_set(config), None, 5)
+    assert data.info["source"] == "config eval split"
+    assert "never training rows" in data.info["description"]
+    assert len(data.rows) == 5
+    train_images = {r["image"] for r in _csv(demo / "data" / "train.csv")}
+    assert not {row["image"] for _, row in data.rows} & train_images
+    assert [row["image"] for _, row in data.rows] == [r["image"] for r in _csv(held_out)[:5]]
+
+
+def _csv(path: Path) -> list[dict]:
+    import csv
+
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
