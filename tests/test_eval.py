@@ -130,24 +130,58 @@ def test_unique_names():
 # --------------------------------------------------------------------------- the demo run (slow)
 
 
+# The demo, run once, with generation_eval on during training (the held-out csv as its eval
+# split, an evaluation at steps 60 and 120): the training-time hook is exercised for real.
+_DEMO = (
+    "import sys; from pathlib import Path; from vlmctl.demo import DemoOptions, run_demo\n"
+    "opts = DemoOptions(out=Path(sys.argv[1]), extra_overrides=("
+    "'collator.dataset.eval_path=../data/eval.csv', 'train.eval_steps=60', "
+    "'train.generation_eval.rows=4', 'train.generation_eval.max_new_tokens=4'))\n"
+    "run_demo(opts, log=lambda m: print(m, file=sys.stderr))\n"
+)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("evaldemo") / "demo"
     given = os.environ.get("VLMCTL_TEST_DEMO_DIR")  # reuse a finished demo when developing
-    if given and (Path(given) / "run" / "merged" / "config.json").is_file():
+    if given and (Path(given) / "demo-report.json").is_file():
         return Path(given)
+    out = tmp_path_factory.mktemp("evaldemo") / "demo"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TMPDIR=str(out.parent), PYTHONPATH=str(REPO))
     env.pop("WANDB_API_KEY", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "vlmctl", "demo", "--out", str(out)],
+        [sys.executable, "-c", _DEMO, str(out)],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
+
+
+@pytest.mark.slow
+def test_demo_scores_through_eval_and_links_the_page(demo):
+    report = json.loads((demo / "demo-report.json").read_text())
+    page = demo / report["eval_page"]
+    assert page.is_file() and page.name == "report.html"
+    evald = json.loads((demo / report["eval_report"]).read_text())
+    assert report["accuracy"] == pytest.approx(evald["metrics"]["merged"]["exact_match"])
+    assert report["total"] == evald["n"] == 40
+    assert report["accuracy"] >= 3 * report["chance"], report
+
+
+@pytest.mark.slow
+def test_training_wrote_generation_eval_at_each_evaluation(demo):
+    """generation_eval in train_config (via --set): a line per evaluation in the run folder."""
+    records = [
+        json.loads(ln) for ln in (demo / "run" / "generation-eval.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records] == [60, 120]
+    assert all(r["n"] == 4 and len(r["rows"]) == 4 for r in records)
+    assert [a["row"] for a in records[0]["rows"]] == [0, 1, 2, 3]
+    assert all(a["reference"] in COLORS for r in records for a in r["rows"])
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +362,76 @@ def _csv(path: Path) -> list[dict]:
 
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_rows_and_gather_the_same_answers(demo, evaluated, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each answers every other row; rank 0 writes all."""
+    out = tmp_path / "E3"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args += ["-m", "vlmctl", "eval", str(demo / "config"), "-m", str(demo / "run" / "merged")]
+    args += ["--data", str(demo / "data" / "eval.csv"), "--rows", "10", "--out", str(out)]
+    args += ["--max-new-tokens", "4", "--format", "json"]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "eval-report.json").read_text())
+    assert report["generation"]["processes"] == 2 and report["n"] == 10
+    lines = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [d["row"] for d in lines] == list(range(10))
+    single_out, _ = evaluated
+    single = {
+        d["row"]: d["prediction"]
+        for d in map(json.loads, (single_out / "predictions.jsonl").read_text().splitlines())
+        if d["model"] == "merged" and d["row"] < 10
+    }
+    assert {d["row"]: d["prediction"] for d in lines} == single
+
+
+@pytest.mark.slow
+def test_generation_eval_callback_logs_metrics_to_the_run_folder_and_wandb(demo, tmp_path):
+    """The training-time hook: fixed sample, same metrics, a jsonl line, a wandb table."""
+    from types import SimpleNamespace
+
+    import wandb
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlmctl.collate import VLMCollator
+    from vlmctl.config.load import load_config_set
+    from vlmctl.config.train import GenerationEvalConfig
+    from vlmctl.data.dataset import load_splits
+    from vlmctl.evaluation.callback import LOG_NAME, GenerationEval
+
+    cs = load_config_set(demo / "config")
+    ds_cfg = cs.collator.dataset.model_copy(update={"eval_path": str(demo / "data" / "eval.csv")})
+    data = load_splits(cs.collator.model_copy(update={"dataset": ds_cfg}), cs.dir)
+    merged = demo / "run" / "merged"
+    model = AutoModelForImageTextToText.from_pretrained(str(merged)).train()
+    collator = VLMCollator(AutoProcessor.from_pretrained(str(merged)), cs.collator, data.media_dirs)
+    settings = GenerationEvalConfig(rows=8, max_new_tokens=4, batch_size=4)
+    said = []
+    cb = GenerationEval(
+        collator, data.eval, settings, tmp_path, data.media_dirs, "qwen2_vl", say=said.append
+    )
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="vlmctl-test")
+    try:
+        args = SimpleNamespace(report_to=["wandb"])
+        for step in (5, 10):
+            state = SimpleNamespace(is_world_process_zero=True, global_step=step)
+            cb.on_evaluate(args, state, None, model=model)
+        summary = dict(run.summary)
+    finally:
+        run.finish()
+    assert model.training  # put back in training mode
+    records = [json.loads(ln) for ln in (tmp_path / LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10]
+    assert records[0]["rows"] == records[1]["rows"]  # a fixed sample, same model: same answers
+    first = records[0]
+    assert first["n"] == 8 and [r["row"] for r in first["rows"]] == list(range(8))
+    assert first["metrics"]["exact_match"] >= 3 / len(COLORS)
+    assert set(first["metrics"]) >= {"exact_match", "token_f1", "rouge_l", "anls"}
+    assert summary["generation_eval/exact_match"] == pytest.approx(first["metrics"]["exact_match"])
+    assert summary["generation_eval/samples"]["_type"] == "table-file"
+    assert said and "exact_match" in said[0]
