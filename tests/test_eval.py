@@ -336,25 +336,43 @@ def test_adapter_and_merged_give_the_same_predictions(demo, tmp_path):
 
 @pytest.mark.slow
 def test_default_data_is_the_eval_split_never_training_rows(demo, tmp_path):
-    """Without --data: the config's eval split (here eval_path = the held-out csv)."""
+    """Without --data: the config's eval split (eval_path, or the eval_size hold-out)."""
     import shutil as sh
+
+    from vlmctl.config.load import load_config_set
+    from vlmctl.data.dataset import load_splits
+    from vlmctl.evaluation.run import load_rows
 
     config = tmp_path / "config"
     sh.copytree(demo / "config", config)
     collator = config / "vlm_collator_config.yaml"
-    held_out = demo / "data" / "eval.csv"
-    text = collator.read_text().replace("eval_size: null", f"eval_path: {held_out}")
-    collator.write_text(text)
-    from vlmctl.config.load import load_config_set
-    from vlmctl.evaluation.run import load_rows
-
+    train_csv, held_out = demo / "data" / "train.csv", demo / "data" / "eval.csv"
+    base = collator.read_text().replace("../data/train.csv", str(train_csv))
+    collator.write_text(_set_eval(base, f"eval_path: {held_out}"))
     data = load_rows(load_config_set(config), None, 5)
     assert data.info["source"] == "config eval split"
     assert "never training rows" in data.info["description"]
-    assert len(data.rows) == 5
-    train_images = {r["image"] for r in _csv(demo / "data" / "train.csv")}
-    assert not {row["image"] for _, row in data.rows} & train_images
     assert [row["image"] for _, row in data.rows] == [r["image"] for r in _csv(held_out)[:5]]
+
+    # eval_size: the rows training held out with its seed, none of those it trained on.
+    collator.write_text(_set_eval(base, "eval_size: 0.1"))
+    cs = load_config_set(config)
+    data = load_rows(cs, None, None)
+    assert len(data.rows) == data.info["total_rows"] == 26  # 10% of 256, rounded up
+    trained = load_splits(cs.collator, cs.dir, seed=cs.train.seed).train  # what train uses
+    assert not {row["image"] for _, row in data.rows} & set(trained["image"])
+    assert "held out" in data.info["description"]
+
+
+def _set_eval(text: str, line: str) -> str:
+    """Replace the `eval_size:` line of the demo's collator config (indentation kept)."""
+    out = []
+    for ln in text.splitlines():
+        if ln.strip().startswith("eval_size:"):
+            ln = ln[: len(ln) - len(ln.lstrip())] + line
+        out.append(ln)
+    assert out != text.splitlines()
+    return "\n".join(out) + "\n"
 
 
 def _csv(path: Path) -> list[dict]:

@@ -301,6 +301,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     )
     scored = scored_dir if adapter is None else adapter
     result = score(config_dir, scored, data_dir, out / "eval", env=env, log=log)
+    steps["eval"] = "ok"
     chance = 1 / len(COLORS)
     report = {
         "accuracy": result["correct"] / max(1, result["total"]),

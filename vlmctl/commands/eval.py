@@ -102,7 +102,7 @@ def print_table(report: dict) -> None:
 
     console = Console()
     keys = list(dict.fromkeys(k for m in report["metrics"].values() for k in m))
-    table = Table(title=f"vlmctl eval: {report['n']} rows ({report['data']['source']})")
+    table = Table(title=f"vlmctl eval ({report['n']} rows)", caption=report["data"]["source"])
     table.add_column("model")
     for k in keys:
         table.add_column(k, justify="right")
