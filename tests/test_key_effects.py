@@ -527,6 +527,19 @@ EFFECTS: dict[str, Effect] = {
         "SFTConfig `fp16` (checked with a CUDA GPU assumed; on a CPU train refuses it)",
         extra=["train.bf16=false"],
     ),
+    # vlmctl's own key (not an SFTConfig field): its effect is answers generated during training
+    **{
+        f"train.generation_eval.{k}": U(
+            "a training-time effect (answers generated at each evaluation), not a probe of this "
+            "table: tests/test_eval.py checks generation-eval.jsonl on the demo run",
+            what,
+        )
+        for k, what in [
+            ("rows", "how many eval rows (the first N) are answered at each evaluation"),
+            ("max_new_tokens", "the longest generated answer, in tokens"),
+            ("batch_size", "rows generated together"),
+        ]
+    },
     "train.remove_unused_columns": E(
         "img",
         ["train.remove_unused_columns=true"],
