@@ -221,7 +221,7 @@ def write_outputs(opts, cs, specs, data: EvalData, answers, timings, world: int)
 
 
 def thumbnails(cs: Any, data: EvalData) -> dict[int, list[str]]:
-    """Row index -> inlined thumbnails of the row's images (a video: its first frame)."""
+    """Row index -> inlined thumbnails of the row's images (video rows get none)."""
     from vlmctl.data.messages import row_to_example
     from vlmctl.evaluation.report_html import thumbnail_data_uri
     from vlmctl.media.images import load_image
