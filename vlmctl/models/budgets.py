@@ -33,28 +33,21 @@ TYPICAL_IMAGE = (1024, 768)  # width, height
 TYPICAL_IMAGES_PER_ROW = 2
 TYPICAL_TEXT_TOKENS = 200
 
+_QWEN2_VL: dict[str, Any] = {
+    "kind": "qwen",
+    "patch_size": 14,
+    "merge_size": 2,
+    "temporal_patch_size": 2,
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "video_min_pixels": 128 * 28 * 28,
+    "video_max_pixels": 768 * 28 * 28,
+}
+
 # Released processor defaults per model_type. `kind` picks the arithmetic.
 FAMILIES: dict[str, dict[str, Any]] = {
-    "qwen2_vl": {
-        "kind": "qwen",
-        "patch_size": 14,
-        "merge_size": 2,
-        "temporal_patch_size": 2,
-        "min_pixels": 3136,
-        "max_pixels": 12845056,
-        "video_min_pixels": 128 * 28 * 28,
-        "video_max_pixels": 768 * 28 * 28,
-    },
-    "qwen2_5_vl": {
-        "kind": "qwen",
-        "patch_size": 14,
-        "merge_size": 2,
-        "temporal_patch_size": 2,
-        "min_pixels": 3136,
-        "max_pixels": 12845056,
-        "video_min_pixels": 128 * 28 * 28,
-        "video_max_pixels": 768 * 28 * 28,
-    },
+    "qwen2_vl": _QWEN2_VL,
+    "qwen2_5_vl": dict(_QWEN2_VL),  # Qwen2.5-VL kept Qwen2-VL's processor settings
     "qwen3_vl": {
         "kind": "qwen",
         "patch_size": 16,
