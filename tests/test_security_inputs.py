@@ -323,9 +323,11 @@ def test_a_local_model_path_that_does_not_exist_is_an_error(tmp_path, capsys):
 def test_an_unclosed_quote_is_reported_on_its_own_line(tmp_path, capsys):
     cfg = write_set(tmp_path / "set")
     p = cfg / "train_config.yaml"
+    # the last key (comments may follow it): its unclosed quote runs to the end of the file
     lines = p.read_text().splitlines()
+    while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
+        lines.pop()
     n = len(lines)
-    # the last key: its unclosed quote runs to the end of the file
     lines[-1] = lines[-1].split(":")[0] + ': "oops'
     p.write_text("\n".join(lines) + "\n")
     code, errors = _validate_errors(cfg, capsys)
