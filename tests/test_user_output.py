@@ -168,10 +168,16 @@ def test_bitsandbytes_kernels_hint_is_dropped_unless_quantization_is_on(capsys):
         logger.filters[:] = saved
 
 
-def test_wandb_offline_url_warning_is_dropped(capfd):
+def test_wandb_offline_url_warning_is_dropped(capfd, monkeypatch):
     import wandb
+    from wandb.errors import term
 
     from vlmctl.quiet import quiet_wandb_offline_url
+
+    # An earlier in-process wandb.init (a train test) leaves wandb's terminal in silent mode,
+    # which would hide both lines; this test is about vlmctl's filter, so wandb speaks here.
+    monkeypatch.setattr(term, "_silent", False)
+    monkeypatch.setattr(term, "_show_warnings", True)
 
     saved = wandb.termwarn
     try:
