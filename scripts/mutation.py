@@ -70,14 +70,17 @@ TARGETS = (
     ),
     Target(
         "merge-verify",
-        "vlmctl/merging.py",
-        ("vlmctl.merging.x_judge__mutmut_*", "vlmctl.merging.x_compare__mutmut_*"),
+        "vlmctl/merge/verify.py",
+        ("vlmctl.merge.verify.x_judge__mutmut_*", "vlmctl.merge.verify.x_compare__mutmut_*"),
         ("tests/test_merge_verify_judgement.py",),
     ),
     Target(
         "merge-atomic",
-        "vlmctl/merging.py",
-        ("vlmctl.merging.x_atomic_folder__mutmut_*", "vlmctl.merging.x__sweep_stale__mutmut_*"),
+        "vlmctl/merge/output.py",
+        (
+            "vlmctl.merge.output.x_atomic_folder__mutmut_*",
+            "vlmctl.merge.output.x__sweep_stale__mutmut_*",
+        ),
         ("tests/test_merge.py", "-k", "exists or exception or killed or replace"),
     ),
     Target(

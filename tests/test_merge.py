@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from vlmctl.testing.tiny import FAMILIES, FAMILY_INFO
+from vlmctl.training.manifest import RunManifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 LORA_TARGETS = r".*(language_model|text_model).*\.(q_proj|v_proj|up_proj|down_proj)"
@@ -58,6 +59,7 @@ def make_run(
             "model_name_or_path": str(base),
             "revision": None,
             "model_class": FAMILY_INFO[family]["model_class"],
+            "model_type": json.loads((Path(base) / "config.json").read_text())["model_type"],
             "configs": {
                 "model": {
                     "model_name_or_path": str(base),
@@ -76,7 +78,7 @@ def make_run(
             "global_step": 4,
             "finished": True,
         }
-        (run_dir / "vlmctl-run.json").write_text(json.dumps(doc, indent=2))
+        write_manifest(run_dir, RunManifest(**doc))  # the type the worker writes through
     return run_dir
 
 
@@ -200,7 +202,8 @@ def test_every_family_merges_reloads_and_matches_the_adapter(family, tiny_model_
 
 @pytest.mark.parametrize("variant", ["dora", "rslora", "patterns"])
 def test_dora_and_rslora_merge_in_memory_and_streamed_alike(variant, qwen, tmp_path):
-    from vlmctl.merging import MergeOptions, run_merge
+    from vlmctl.merge.plan import MergeOptions
+    from vlmctl.merge.run import run_merge
 
     kwargs = {
         "dora": {"use_dora": True},
@@ -229,7 +232,7 @@ def test_layer_formula_equals_peft_bit_for_bit(variant, dtype):
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
-    from vlmctl.merging import LoraLayer, merge_lora_tensor
+    from vlmctl.merge.lora import LoraLayer, merge_lora_tensor
 
     torch.manual_seed(0)
     fifo = variant.endswith("fan_in_fan_out")
@@ -327,16 +330,16 @@ def test_force_never_replaces_a_folder_merge_did_not_write(qwen_run, tmp_path):
 
 
 def test_an_exception_mid_merge_leaves_nothing(qwen_run, tmp_path, monkeypatch):
-    import vlmctl.merging as merging
+    from vlmctl.merge import output
+    from vlmctl.merge.plan import MergeOptions
+    from vlmctl.merge.run import run_merge
 
     def boom():
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(merging, "_test_sleep", boom)
+    monkeypatch.setattr(output, "sleep_for_tests", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        merging.run_merge(
-            merging.MergeOptions(source=qwen_run, output=tmp_path / "m", low_memory=True)
-        )
+        run_merge(MergeOptions(source=qwen_run, output=tmp_path / "m", low_memory=True))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -426,7 +429,8 @@ def test_output_may_not_replace_the_run(qwen_run):
 
 
 def test_adapter_without_manifest_uses_adapter_config_and_base_processor(qwen, tmp_path):
-    from vlmctl.merging import MergeOptions, run_merge
+    from vlmctl.merge.plan import MergeOptions
+    from vlmctl.merge.run import run_merge
 
     run = make_run(qwen, tmp_path / "ad", "qwen2_vl", manifest=False)
     for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
@@ -441,7 +445,8 @@ def test_adapter_without_manifest_uses_adapter_config_and_base_processor(qwen, t
 
 
 def test_qlora_run_merges_into_the_full_precision_base(qwen, tmp_path):
-    from vlmctl.merging import MergeOptions, run_merge
+    from vlmctl.merge.plan import MergeOptions
+    from vlmctl.merge.run import run_merge
 
     run = make_run(qwen, tmp_path / "run", "qwen2_vl", quantization={"load_in_4bit": True})
     result = run_merge(MergeOptions(source=run, verify=False, low_memory=True))
@@ -454,7 +459,8 @@ def test_qlora_run_merges_into_the_full_precision_base(qwen, tmp_path):
 def test_probes_come_from_the_training_data_when_the_manifest_finds_it(qwen, tmp_path):
     from PIL import Image
 
-    from vlmctl.merging import MergeOptions, run_merge
+    from vlmctl.merge.plan import MergeOptions
+    from vlmctl.merge.run import run_merge
 
     data = tmp_path / "run" / "configs" / "data"
     data.mkdir(parents=True)

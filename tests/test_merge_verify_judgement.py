@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from test_merge import cli, make_run, stderr_of
 
-from vlmctl.merging import judge
+from vlmctl.merge.verify import judge
 
 
 def _figures(dlogit: float, top1: float = 1.0, scale: float = 10.0, base_dlogit: float = 0.5):
@@ -59,23 +59,23 @@ def test_a_wrong_merge_fails_verify_and_writes_nothing(
     tiny_model_dir, tmp_path, monkeypatch, factor
 ):
     """The streamed merge's own arithmetic, made wrong on purpose: delta * factor."""
-    import vlmctl.merging as merging
+    import vlmctl.merge.streaming as streaming
 
     run = make_run(tiny_model_dir("qwen2_vl"), tmp_path / "run", "qwen2_vl")
-    right = merging.merge_lora_tensor
+    right = streaming.merge_lora_tensor
 
     def wrong(weight, layer, out_dtype):
         w = weight.to(out_dtype)
         return (w + (right(weight, layer, out_dtype) - w) * factor).to(out_dtype)
 
-    monkeypatch.setattr(merging, "merge_lora_tensor", wrong)
+    monkeypatch.setattr(streaming, "merge_lora_tensor", wrong)
     result = cli(str(run), "--low-memory", "--dtype", "fp32")
     assert result.exit_code == 1, result.output
     assert "verify failed" in stderr_of(result)
     assert not (run / "merged").exists()
     assert not list(run.glob(".merged*"))
 
-    monkeypatch.setattr(merging, "merge_lora_tensor", right)
+    monkeypatch.setattr(streaming, "merge_lora_tensor", right)
     result = cli(str(run), "--low-memory", "--dtype", "fp32")
     assert result.exit_code == 0, stderr_of(result)
     assert (run / "merged" / "merge-report.json").is_file()

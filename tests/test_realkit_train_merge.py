@@ -52,7 +52,8 @@ def test_lora_step_merge_verify_and_generate(family, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from vlmctl.merging import MergeOptions, run_merge
+    from vlmctl.merge.plan import MergeOptions
+    from vlmctl.merge.run import run_merge
 
     base = kit_model_folder(family)
     trust = kit(family).remote_code

@@ -295,6 +295,7 @@ def test_train_end_to_end_wandb_offline_no_secrets(tmp_path, tiny_qwen):
     assert manifest["finished"] is True and manifest["global_step"] == 3
     assert set(manifest["configs"]) == {"model", "collator", "train", "peft"}
     assert manifest["model_name_or_path"] == str(tiny_qwen)
+    assert manifest["model_type"] == "qwen2_vl"  # what merge's verify builds its collator with
     assert manifest["dataset_fingerprint"]["train_rows"] == 24
     assert "torch" in manifest["versions"] and "trl" in manifest["versions"]
     everything = (run / "vlmctl-run.json").read_text() + "".join(

@@ -193,12 +193,13 @@ def test_wandb_offline_url_warning_is_dropped(capfd, monkeypatch):
 def test_train_worker_and_merge_install_the_filters():
     import inspect
 
-    from vlmctl import demo, merging
+    from vlmctl import demo
+    from vlmctl.merge import run as merge_run
     from vlmctl.training import worker
 
     assert "quiet_bitsandbytes(cs.model.quantization.enabled)" in inspect.getsource(worker.run)
     assert "quiet_wandb_offline_url()" in inspect.getsource(worker.run)
-    assert "quiet_bitsandbytes(" in inspect.getsource(merging.run_merge)
+    assert "quiet_bitsandbytes(" in inspect.getsource(merge_run.run_merge)
     assert "quiet_bitsandbytes(" in inspect.getsource(demo.run_demo)
 
 

@@ -30,8 +30,7 @@ from vlmctl.commands.train import train
 from vlmctl.commands.validate import validate
 from vlmctl.errors import VlmctlError
 from vlmctl.extras import missing_extra_error
-
-DEBUG_ENV = "VLMCTL_DEBUG"
+from vlmctl.proc import DEBUG_ENV, debug_enabled
 
 app = typer.Typer(
     name="vlmctl",
@@ -42,10 +41,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals can hold tokens and paths
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
 
 
 def _err(line: str) -> None:
@@ -63,18 +58,18 @@ def error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort):
             raise
         except VlmctlError as exc:
-            if _debug():
+            if debug_enabled():
                 raise
             for finding in exc.findings:
                 _err(f"{finding.severity}: {finding.one_line()}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            if _debug():
+            if debug_enabled():
                 raise
             _err("interrupted (Ctrl-C)")
             raise typer.Exit(130) from None
         except Exception as exc:
-            if _debug():
+            if debug_enabled():
                 raise
             extra_error = missing_extra_error(exc, fn.__name__)
             if extra_error is not None:  # an extra's module is not installed: one line
@@ -192,7 +187,7 @@ def main() -> None:
     """
     gc.disable()
     code = run()
-    if _debug() or any(m in sys.modules for m in _FULL_SHUTDOWN) or _threads_running():
+    if debug_enabled() or any(m in sys.modules for m in _FULL_SHUTDOWN) or _threads_running():
         sys.exit(code)
     try:
         atexit._run_exitfuncs()  # what the interpreter would run first at shutdown

@@ -73,7 +73,9 @@ def merge(
     from vlmctl.extras import require
 
     require("merge")
-    from vlmctl.merging import MergeOptions, MergeVerifyError, run_merge
+    from vlmctl.merge.plan import MergeOptions
+    from vlmctl.merge.run import run_merge
+    from vlmctl.merge.verify import MergeVerifyError
 
     console = Console(stderr=True)
     opts = MergeOptions(

@@ -34,7 +34,7 @@ class ModelSpec:
     name: str  # as shown in reports (the value given, shortened)
     path: Path  # the folder (the adapter folder for kind == "adapter")
     kind: str  # model | adapter
-    plan: Any = None  # merging.MergePlan for adapters
+    plan: Any = None  # merge.plan.MergePlan for adapters
     processor_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -45,13 +45,13 @@ def _bad(spec: str, what: str, hint: str) -> VlmctlError:
 
 def resolve_spec(value: str, name: str | None = None) -> ModelSpec:
     """`--model` -> ModelSpec, or a one-line error (not a model, missing base, no processor)."""
-    from vlmctl.merging import MergeOptions, _has_processor, _locate_base, plan_merge
+    from vlmctl.merge.plan import MergeOptions, has_processor, locate_base, plan_merge
 
     path = Path(value).expanduser()
     if not path.exists():
         if value.count("/") == 1 and not value.startswith((".", "/", "~")):
             try:  # a hub id in the local cache
-                path = _locate_base(value, None)
+                path = locate_base(value, None)
             except VlmctlError:
                 raise _bad(
                     value,
@@ -85,7 +85,7 @@ def resolve_spec(value: str, name: str | None = None) -> ModelSpec:
                     "merged model"
                 )
             raise _bad(value, first.message, hint) from None
-        proc = plan.processor_dir or (plan.base_dir if _has_processor(plan.base_dir) else None)
+        proc = plan.processor_dir or (plan.base_dir if has_processor(plan.base_dir) else None)
         if proc is None:
             raise _bad(
                 value,
@@ -98,7 +98,7 @@ def resolve_spec(value: str, name: str | None = None) -> ModelSpec:
         raise _bad(value, f"not a model: no config.json or {ADAPTER_CONFIG} in {path}", hint)
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise _bad(value, f"not a model: no weights (*.safetensors) in {path}", "finish the save")
-    if not _has_processor(path):
+    if not has_processor(path):
         raise _bad(
             value,
             f"processor missing: no processor_config.json/tokenizer_config.json in {path}",
@@ -140,7 +140,7 @@ def load(spec: ModelSpec, cs: Any, device: Any) -> LoadedModel:
     """Load the weights (adapter on its base for run folders), eval mode, on `device`."""
     from transformers import AutoProcessor
 
-    from vlmctl.merging import load_adapter_model, load_base
+    from vlmctl.merge.loading import load_adapter_model, load_base
 
     if spec.kind == "adapter":
         model = load_adapter_model(spec.plan, load_base(spec.plan))

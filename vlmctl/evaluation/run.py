@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmctl.errors import Finding, VlmctlError
+from vlmctl.proc import debug_enabled
 
 REPORT = "eval-report.json"
 PREDICTIONS = "predictions.jsonl"
@@ -245,7 +246,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _quiet() -> None:
-    if os.environ.get("VLMCTL_DEBUG"):
+    if debug_enabled():
         return
     import warnings
 

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlmctl.proc import pid_alive
+
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS: tuple[str, ...] = (
     "single_gpu",
@@ -195,18 +197,8 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGKILL) -> 
         libc.prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - no libc prctl
         return
-    if parent is not None and not _pid_alive(parent):
+    if parent is not None and not pid_alive(parent):
         os._exit(128 + int(signum))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def exit_code_of(code: int) -> int:

@@ -1,7 +1,8 @@
 """`vlmctl-run.json` and `configs/`: what a run was, enough to reproduce it, and no secrets.
 
-`merge` reads the manifest (base model, classes, configs); people read it to know which data,
-code and library versions made an adapter. Credentials (`hub_token`, `api_key`, a
+`RunManifest` is its one shape: the worker writes through it and `merge` reads through it
+(base model, class, `model_type`, configs); people read it to know which data, code and
+library versions made an adapter. Credentials (`hub_token`, `api_key`, a
 processor's `token`, a value shaped like `hf_...`) are dropped before anything is written,
 wherever they sit; settings whose names merely contain such a word (`mask_pad_token`) stay, so
 `configs/` given back to `vlmctl train` reproduces the run.
@@ -9,9 +10,11 @@ wherever they sit; settings whose names merely contain such a word (`mask_pad_to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -200,10 +203,79 @@ def write_configs(output_dir: Path, configs: dict[str, dict]) -> None:
             yaml.dump(configs[key], f)
 
 
-def write_manifest(output_dir: Path, data: dict) -> Path:
-    """Write `vlmctl-run.json` atomically (a reader never sees half a file)."""
+# Figures known only once training ran: left out of the file while unknown.
+_LATER = ("train_cpu_seconds", "train_seconds", "wall_seconds", "train_tokens_per_second",
+          "peak_gpu_memory_gb", "train_loss")  # fmt: skip
+
+
+@dataclass
+class RunManifest:
+    """`vlmctl-run.json`: written by the training worker, read by `merge` and `demo`."""
+
+    vlmctl_version: str | None = None
+    model_name_or_path: str | None = None
+    revision: str | None = None
+    # The concrete class loaded (merge reloads the base with it), not "AutoModel...".
+    model_class: str | None = None
+    # config.json's model_type of the base: the collator's family switch (merge's probes).
+    model_type: str | None = None
+    processor_class: str | None = None
+    resolution: str | None = None
+    peft: bool = False
+    config_dir: str | None = None
+    configs: dict[str, dict] = field(default_factory=dict)  # resolved_configs()
+    overrides: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    dataset: str | None = None
+    dataset_fingerprint: dict | None = None
+    git_commit: dict | None = None
+    world_size: int = 1
+    global_step: int = 0
+    finished: bool = False
+    resumed_from: str | None = None
+    files: list[str] | None = None
+    train_cpu_seconds: float | None = None
+    train_seconds: float | None = None
+    wall_seconds: float | None = None
+    train_tokens_per_second: float | None = None
+    peak_gpu_memory_gb: float | None = None
+    train_loss: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], strict: bool = False) -> RunManifest:
+        """The manifest from its JSON object. `strict` (writing) refuses a key the type does
+        not know, so a new key is added here first; reading ignores keys of other versions."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if strict and unknown:
+            raise KeyError(f"RunManifest has no field {unknown[0]!r}: add it to the type first")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written (figures not measured yet are left out)."""
+        out = dataclasses.asdict(self)
+        return {k: v for k, v in out.items() if not (k in _LATER and v is None)}
+
+    def config(self, key: str) -> dict:
+        """One of the four saved configs (`model`, `collator`, `train`, `peft`), or {}."""
+        return (self.configs or {}).get(key) or {}
+
+
+def read_manifest(path: Path) -> RunManifest:
+    """`vlmctl-run.json` read back (ValueError/OSError when it is not one)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} holds {type(data).__name__}, not an object")
+    return RunManifest.from_dict(data)
+
+
+def write_manifest(output_dir: Path, data: RunManifest | dict) -> Path:
+    """Write `vlmctl-run.json` atomically (a reader never sees half a file), through
+    `RunManifest` so that what is written is what `read_manifest` reads."""
+    manifest = data if isinstance(data, RunManifest) else RunManifest.from_dict(data, strict=True)
     path = output_dir / MANIFEST
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(strip_secrets(data), indent=2, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(strip_secrets(manifest.to_dict()), indent=2, default=str) + "\n"
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path

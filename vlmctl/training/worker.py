@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from vlmctl.errors import ConfigError, VlmctlError
+from vlmctl.proc import debug_enabled
 
 _MAIN = int(os.environ.get("RANK", "0")) == 0
 
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     import torch
     import transformers
 
-    if not os.environ.get("VLMCTL_DEBUG"):
+    if not debug_enabled():
         import warnings
 
         transformers.logging.set_verbosity_error()
@@ -348,6 +349,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         "revision": cs.model.revision,
         # The concrete class loaded (merge reloads the base with it), not "AutoModel...".
         "model_class": model_class,
+        "model_type": getattr(model.config, "model_type", None),
         "processor_class": type(processor).__name__,
         "resolution": res.reason,
         "peft": peft_cfg is not None,
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code if isinstance(exc.code, int) else 1
         say(f"stopped (exit {code}) before a checkpoint could be saved")
     except Exception as exc:  # noqa: BLE001 - the boundary of the process
-        if os.environ.get("VLMCTL_DEBUG") or not _MAIN:
+        if debug_enabled() or not _MAIN:
             traceback.print_exc()
         else:
             first = (str(exc).strip().splitlines() or [""])[0]
@@ -482,9 +484,9 @@ def _die_with_vlmctl() -> None:
     die_with_parent()
     vlmctl_pid = os.environ.get(PARENT_ENV, "")
     if vlmctl_pid.isdigit():
-        from vlmctl.training.launch import _pid_alive
+        from vlmctl.proc import pid_alive
 
-        if not _pid_alive(int(vlmctl_pid)):
+        if not pid_alive(int(vlmctl_pid)):
             os._exit(137)
 
 

@@ -1,0 +1,51 @@
+"""`vlmctl-run.json` has one shape, `RunManifest`: the worker writes through it, merge reads
+through it (vlmctl/training/manifest.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlmctl.training.manifest import MANIFEST, RunManifest, read_manifest, write_manifest
+
+
+def test_written_and_read_through_the_same_type(tmp_path):
+    written = RunManifest(
+        model_name_or_path="/models/base",
+        model_class="Qwen2VLForConditionalGeneration",
+        model_type="qwen2_vl",
+        configs={"model": {"loading_params": {"torch_dtype": "bf16"}}, "collator": {}},
+        global_step=3,
+        finished=True,
+        train_loss=1.5,
+    )
+    write_manifest(tmp_path, written)
+    assert read_manifest(tmp_path / MANIFEST) == written
+    raw = json.loads((tmp_path / MANIFEST).read_text())
+    assert raw["model_type"] == "qwen2_vl"
+    # Figures not measured yet are left out, not written as null.
+    assert "peak_gpu_memory_gb" not in raw and raw["train_loss"] == 1.5
+
+
+def test_a_dict_is_written_only_with_keys_the_type_knows(tmp_path):
+    """The worker builds a dict: a key RunManifest lacks is refused, so merge can never be
+    left reading a key nobody writes (or writing one nobody reads)."""
+    write_manifest(tmp_path, {"model_type": "llava", "global_step": 1})
+    assert read_manifest(tmp_path / MANIFEST).model_type == "llava"
+    with pytest.raises(KeyError, match="model_family"):
+        write_manifest(tmp_path, {"model_family": "llava"})
+
+
+def test_reading_ignores_keys_of_other_versions_and_strips_secrets(tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"finished": False, "from_the_future": 1}))
+    got = read_manifest(tmp_path / MANIFEST)
+    assert got.finished is False and got.model_type is None and got.config("model") == {}
+    write_manifest(tmp_path, RunManifest(overrides=["train.hub_token=hf_" + "a" * 30]))
+    assert "hf_" not in (tmp_path / MANIFEST).read_text()
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):
+    (tmp_path / MANIFEST).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not an object"):
+        read_manifest(tmp_path / MANIFEST)

@@ -1,0 +1,48 @@
+"""vlmctl/proc.py: one debug switch for every process, one pid check."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlmctl.proc import DEBUG_ENV, debug_enabled, pid_alive
+
+PACKAGE = Path(__file__).resolve().parents[1] / "vlmctl"
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [(None, False), ("", False), ("0", False), ("false", False), ("No", False), ("1", True),
+     ("yes", True), ("true", True)],
+)  # fmt: skip
+def test_debug_switch_reads_the_same_everywhere(monkeypatch, value, on):
+    if value is None:
+        monkeypatch.delenv(DEBUG_ENV, raising=False)
+    else:
+        monkeypatch.setenv(DEBUG_ENV, value)
+    assert debug_enabled() is on
+
+
+def test_only_proc_reads_the_debug_variable():
+    """`VLMCTL_DEBUG=0` once meant off in the CLI and on in the training worker (each read the
+    variable its own way): every module asks `debug_enabled()` instead."""
+    readers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "proc.py" and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value == DEBUG_ENV:
+                readers.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not readers, readers
+
+
+def test_pid_alive():
+    assert pid_alive(os.getpid())
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert not pid_alive(proc.pid)

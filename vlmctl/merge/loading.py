@@ -1,0 +1,76 @@
+"""Loading the base, the adapter model, the merged model and the processor (transformers/PEFT
+imported inside the functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlmctl.errors import Finding, VlmctlError
+from vlmctl.merge.plan import MergePlan
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def resolve_model_class(plan: MergePlan, config=None):
+    """The class training used (manifest), else the Auto class that resolves the config."""
+    import transformers
+
+    if plan.model_class and not plan.trust_remote_code:
+        cls = getattr(transformers, plan.model_class, None)
+        if cls is not None:
+            return cls
+    cfg = config if config is not None else load_config(plan)
+    auto_map = getattr(cfg, "auto_map", None) or {}
+    if "AutoModelForImageTextToText" not in auto_map and "AutoModelForCausalLM" in auto_map:
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModelForImageTextToText
+
+
+def load_config(plan: MergePlan):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(plan.base_dir), trust_remote_code=plan.trust_remote_code)
+
+
+def load_base(plan: MergePlan):
+    """The base model in full precision (never 4/8-bit), in the output dtype."""
+    cls = resolve_model_class(plan)
+    return cls.from_pretrained(
+        str(plan.base_dir),
+        dtype=torch_dtype(plan.dtype),
+        trust_remote_code=plan.trust_remote_code,
+    )
+
+
+def load_adapter_model(plan: MergePlan, base_model):
+    """The base with the adapter attached (unmerged): the reference the merge is verified on."""
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(base_model, str(plan.adapter_dir), is_trainable=False)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"adapter does not fit base {plan.base}: {str(exc).splitlines()[0][:300]}",
+                hint="pass --base with the model the adapter was trained on",
+            )
+        ) from None
+    return model.eval()
+
+
+def load_processor(folder: Path, trust: bool):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust)
+
+
+def reload_merged(plan: MergePlan, folder: Path):
+    cls = resolve_model_class(plan)
+    return cls.from_pretrained(
+        str(folder), dtype=torch_dtype(plan.dtype), trust_remote_code=plan.trust_remote_code
+    ).eval()
