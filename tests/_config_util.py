@@ -6,6 +6,8 @@ from pathlib import Path
 
 from vlmctl.config import FILES
 from vlmctl.config.templates import render_templates
+from vlmctl.config.yamlio import YamlDoc, read_yaml
+from vlmctl.errors import ConfigError
 
 
 def write_set(directory: Path, **replacements: tuple[str, str]) -> Path:
@@ -35,3 +37,12 @@ def line_of(path: Path, needle: str) -> int:
         if needle in line:
             return i
     raise AssertionError(f"{needle!r} not in {path}")
+
+
+def load_yaml(path: Path) -> YamlDoc:
+    """Load one YAML file or raise ConfigError (one finding per problem)."""
+    doc, problems = read_yaml(path)
+    if problems:
+        raise ConfigError(problems)
+    assert doc is not None
+    return doc

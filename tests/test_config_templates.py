@@ -8,11 +8,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _config_util import load_yaml
 
 from vlmctl.config import FILES, MODELS
 from vlmctl.config.load import load_config_set
 from vlmctl.config.templates import render_templates, templates_dir
-from vlmctl.config.yamlio import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from _config_util import load_yaml
 
-from vlmctl.config.yamlio import dotted, load_yaml, parse_dotted, parse_scalar, read_yaml
+from vlmctl.config.yamlio import dotted, parse_dotted, parse_scalar, read_yaml
 from vlmctl.errors import ConfigError
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _dataset_util import column_names
 from PIL import Image
 from ruamel.yaml import YAML
 
@@ -20,7 +21,7 @@ from vlmctl.config.model import ModelConfig
 from vlmctl.config.peft import PeftSettings
 from vlmctl.config.train import TrainConfig
 from vlmctl.data import dataset as dsmod
-from vlmctl.data.dataset import column_names, iter_rows, load_splits
+from vlmctl.data.dataset import iter_rows, load_splits
 from vlmctl.data.messages import row_to_example
 from vlmctl.errors import DataError
 from vlmctl.media.images import resolve_media_path

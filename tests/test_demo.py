@@ -72,7 +72,49 @@ def test_demo_end_to_end(tmp_path):
     assert report["steps"]["validate"] == "ok" and report["steps"]["train"] == "ok"
     assert report["global_step"] == 120
     assert report["train_seconds"] > 0
-    if report["steps"]["merge"] == "ok":
-        merged = out / report["merged_model"]
-        assert (merged / "config.json").is_file()
+    assert report["steps"]["preview"] == "ok" and report["steps"]["merge"] == "ok"
+    assert (out / report["merged_model"] / "config.json").is_file()
     assert "learned" in proc.stderr
+
+
+def _fake_verbs(monkeypatch, codes: dict[str, int]) -> list[str]:
+    """The demo's subprocess verbs and its train call replaced: each returns codes[verb]."""
+    from vlmctl import demo
+    from vlmctl.training import run as train_run
+
+    called: list[str] = []
+
+    def fake_vlmctl(verb, *args, env=None, log):
+        called.append(verb)
+        return codes.get(verb, 0)
+
+    def fake_train(req, launcher=None):
+        called.append("train")
+        run = req.config_dir.parent / "run"
+        run.mkdir()
+        (run / "vlmctl-run.json").write_text(json.dumps({"global_step": 1, "finished": True}))
+        return 0
+
+    def no_score(*args, **kwargs):
+        called.append("score")
+        raise AssertionError("the demo scored a model although a step failed")
+
+    monkeypatch.setattr(demo, "_vlmctl", fake_vlmctl)
+    monkeypatch.setattr(train_run, "train", fake_train)
+    monkeypatch.setattr(demo, "score", no_score)
+    return called
+
+
+@pytest.mark.parametrize(("verb", "code"), [("preview", 2), ("preview", 1), ("merge", 1)])
+def test_a_failed_step_fails_the_demo_clearly(tmp_path, monkeypatch, verb, code):
+    """A failed preview is not "not available yet", and a failed merge is not papered over by
+    scoring the adapter: the demo stops with one line naming the step."""
+    from vlmctl.demo import run_demo
+    from vlmctl.errors import VlmctlError
+
+    called = _fake_verbs(monkeypatch, {verb: code})
+    opts = DemoOptions(out=tmp_path / "demo", train_images=8, eval_images=4, steps=1)
+    with pytest.raises(VlmctlError, match=rf"{verb} failed \(exit {code}\)"):
+        run_demo(opts, log=lambda _m: None)
+    assert called[-1] == verb and "score" not in called
+    assert not (tmp_path / "demo" / "demo-report.json").exists()

@@ -479,6 +479,8 @@ def test_many_bad_rows_are_capped_with_the_rest_counted(tmp_path, qwen):
     assert [f["row"] for f in listed] == list(range(20))
     (more,) = [f for f in findings if f["code"] == "media-not-found" and f["row"] is None]
     assert more["message"].startswith("40 more rows with the same problem")
+    assert more["rows"] == list(range(20, 60))  # the README promises the row numbers in JSON
+    assert all(f["rows"] is None for f in listed)
     assert doc["config_sets"][0]["data"]["rows"]["with_errors"] == 60
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-from _config_util import line_of, write_set
+from _config_util import line_of, load_yaml, write_set
 from typer.testing import CliRunner
 
 from vlmctl.cli import app
-from vlmctl.config.yamlio import load_yaml
 
 TEXT = (
     "message_format:\n"

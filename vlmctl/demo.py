@@ -263,11 +263,9 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
         raise VlmctlError(Finding("error", f"validate failed (exit {code})"))
 
     code = _vlmctl("preview", str(config_dir), "--batch-size", "2", env=env, log=log)
-    if code == 2:
-        steps["preview"] = "skipped (not available yet)"
-        log("demo: preview is not available yet; skipped")
-    else:
-        steps["preview"] = "ok" if code == 0 else f"exit {code}"
+    steps["preview"] = "ok" if code == 0 else f"exit {code}"
+    if code != 0:
+        raise VlmctlError(Finding("error", f"preview failed (exit {code})"))
 
     from vlmctl.training.run import TrainRequest
     from vlmctl.training.run import train as run_train
@@ -283,24 +281,26 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     if code != 0:
         raise VlmctlError(Finding("error", f"train failed (exit {code})"))
     run_dir = out / "run"
-    manifest = json.loads((run_dir / "vlmctl-run.json").read_text())
+    from vlmctl.training.manifest import MANIFEST, read_manifest
+
+    manifest = read_manifest(run_dir / MANIFEST)
 
     merged = run_dir / "merged"
     code = _vlmctl("merge", str(run_dir), "--output", str(merged), env=env, log=log)
-    if code == 0 and (merged / "config.json").is_file():
-        steps["merge"] = "ok"
-        scored_dir, adapter = merged, None
-    else:
-        steps["merge"] = f"skipped (exit {code}); evaluated the adapter on the base model"
-        log("demo: merge did not produce a model; evaluating the adapter instead")
-        scored_dir, adapter = Path(model_path), run_dir
+    if code != 0 or not (merged / "config.json").is_file():
+        # The demo shows the merged model; scoring the adapter instead would hide the failure.
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"merge failed (exit {code}); the trained adapter is in {run_dir}",
+                hint=f"see merge's error above; `vlmctl eval {config_dir} --model {run_dir}` "
+                "scores the adapter on its base",
+            )
+        )
+    steps["merge"] = "ok"
 
-    log(
-        f"demo: asking the {'merged' if adapter is None else 'adapter'} model about "
-        f"{len(rows['eval'])} held-out images"
-    )
-    scored = scored_dir if adapter is None else adapter
-    result = score(config_dir, scored, data_dir, out / "eval", env=env, log=log)
+    log(f"demo: asking the merged model about {len(rows['eval'])} held-out images")
+    result = score(config_dir, merged, data_dir, out / "eval", env=env, log=log)
     steps["eval"] = "ok"
     chance = 1 / len(COLORS)
     report = {
@@ -308,10 +308,10 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
         "correct": result["correct"],
         "total": result["total"],
         "chance": chance,
-        "train_seconds": round(float(manifest.get("train_seconds") or train_seconds), 2),
+        "train_seconds": round(float(manifest.train_seconds or train_seconds), 2),
         "train_wall_seconds": round(train_seconds, 2),
-        "global_step": manifest.get("global_step"),
-        "merged_model": os.path.relpath(scored_dir, out) if adapter is None else None,
+        "global_step": manifest.global_step,
+        "merged_model": os.path.relpath(merged, out),
         "adapter": os.path.relpath(run_dir, out),
         "model": model_path,
         "steps": steps,

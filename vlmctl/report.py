@@ -76,6 +76,8 @@ def render_json(reports: Sequence[SetReport], strict: bool = False) -> str:
                         "col": f.col,
                         "key": f.key,
                         "row": f.row,
+                        # A "N more rows" finding: every row number it stands for.
+                        "rows": f.extra.get("rows"),
                         "code": f.code,
                         "text": f.one_line(),
                     }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmctl.errors import ConfigError, Finding
+from vlmctl.errors import Finding
 
 # A key path: mapping keys (str) and list indexes (int), e.g. ("message_format",
 # "training_messages", 1, "content", 0, "text").
@@ -467,15 +467,6 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
     if problems:
         return None, problems
     return doc, []
-
-
-def load_yaml(path: Path) -> YamlDoc:
-    """Load one file or raise ConfigError (one finding per problem)."""
-    doc, problems = read_yaml(path)
-    if problems:
-        raise ConfigError(problems)
-    assert doc is not None
-    return doc
 
 
 def parse_scalar(text: str) -> Any:
