@@ -49,8 +49,11 @@ TARGETS = (
     ),
     Target(
         "validate-length",
-        "vlmctl/checks/data_checks.py",
-        ("vlmctl.checks.data_checks.x__apply_policy__mutmut_*",),
+        "vlmctl/checks/rows.py",
+        (
+            "vlmctl.checks.rows.x__apply_policy__mutmut_*",
+            "vlmctl.checks.rows.x__too_long__mutmut_*",
+        ),
         ("tests/test_length_boundaries.py", "-k", "validate"),
     ),
     Target(

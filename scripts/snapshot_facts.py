@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vlmctl.config.snapshot import SNAPSHOT_FILE, dumps, generate  # noqa: E402
+from vlmctl.config.snapshot import SNAPSHOT_FILE  # noqa: E402
+from vlmctl.config.snapshot_write import dumps, generate  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

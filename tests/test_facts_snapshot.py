@@ -13,13 +13,12 @@ import pytest
 from vlmctl.config import sft_fields
 from vlmctl.config.snapshot import (
     SNAPSHOT_FILE,
-    dumps,
-    generate,
     load_snapshot,
     snapshot_class_model_types,
     snapshot_sft_fields,
     snapshot_transformers_classes,
 )
+from vlmctl.config.snapshot_write import dumps, generate
 from vlmctl.models import resolve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -516,18 +516,18 @@ def test_missing_local_dataset_is_an_error_at_dataset_path(tmp_path, qwen):
 
 
 def test_progress_bar_appears_only_after_a_second(monkeypatch):
-    from vlmctl.checks import data_checks as dc
+    from vlmctl.checks import collect as dc
 
     clock = [100.0]
     monkeypatch.setattr(dc.time, "monotonic", lambda: clock[0])
-    bar = dc._Progress(True, 10, "rows")
+    bar = dc.Progress(True, 10, "rows")
     bar.advance()
     assert bar.bar is None  # under a second: nothing drawn
     clock[0] += 1.5
     bar.advance()
     assert bar.bar is not None and bar.done == 2
     bar.close()
-    off = dc._Progress(False, 10, "rows")
+    off = dc.Progress(False, 10, "rows")
     clock[0] += 5
     off.advance()
     assert off.bar is None

@@ -89,7 +89,7 @@ def _token_kind(part: int, label: int, ignore: int) -> str:
 
 def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None = None) -> dict:
     """Encode and collate the chosen rows (default: the first batch) -> the JSON document."""
-    from vlmctl.checks.data_checks import (
+    from vlmctl.checks.access import (
         load_processor_for,
         model_type_of,
         private_datasets_cache,
