@@ -1,0 +1,227 @@
+"""The package's shape, checked so it cannot drift (issue #14).
+
+- No module over MAX_MODULE_LINES lines and no function over MAX_FUNCTION_LINES lines, except
+  the files and functions listed below, which are not split yet. The lists only shrink: a
+  listed entry may not grow past the size recorded here, and one that fits the limit again
+  must leave the list (the test says so).
+- vlmctl's import graph (every `import`, also those inside functions, read with `ast`; not
+  `if TYPE_CHECKING:` blocks) has no cycle.
+- docs/DESIGN.md's module map lists every module that exists, and only those.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "vlmctl"
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+# Modules not split yet: path -> the most lines it may have (its size when listed).
+LONG_MODULES = {
+    "vlmctl/collate.py": 1632,  # being reworked by the packing/real-model issues (#12, #15)
+    "vlmctl/config/checks.py": 722,
+    "vlmctl/config/load.py": 653,
+    "vlmctl/data/dataset.py": 672,
+    "vlmctl/media/images.py": 545,
+    "vlmctl/media/video.py": 562,
+    "vlmctl/testing/tiny.py": 857,
+    "vlmctl/training/run.py": 539,
+    "vlmctl/training/worker.py": 508,
+}
+
+# Functions not split yet: "path::qualname" -> the most lines it may have.
+LONG_FUNCTIONS = {
+    "vlmctl/collate.py::VLMCollator._assistant_char_spans_many": 87,
+    "vlmctl/collate.py::VLMCollator._encode_output": 98,
+    # Typer commands: one parameter declaration per option (Annotated), little logic.
+    "vlmctl/commands/merge.py::merge": 92,
+    "vlmctl/commands/train.py::train": 83,
+    "vlmctl/commands/validate.py::validate": 105,
+    "vlmctl/config/checks.py::_media": 85,
+    "vlmctl/config/checks.py::_messages": 93,
+    "vlmctl/config/checks.py::_model": 91,
+    "vlmctl/config/yamlio.py::read_yaml": 133,
+    "vlmctl/data/chat.py::conversation_to_example": 110,
+    "vlmctl/data/dataset.py::load_splits": 89,
+    "vlmctl/demo.py::run_demo": 109,
+    "vlmctl/media/images.py::resolve_media_path": 97,
+    "vlmctl/models/resolve.py::resolve_model": 81,
+    "vlmctl/testing/tiny.py::_build_qwen": 81,
+    "vlmctl/training/worker.py::run": 250,
+}
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
+
+
+def _functions(tree: ast.AST, prefix: str = ""):
+    """(qualified name, node) of every function and method, nested ones included."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield prefix + node.name, node
+            yield from _functions(node, f"{prefix}{node.name}.")
+        elif isinstance(node, ast.ClassDef):
+            yield from _functions(node, f"{prefix}{node.name}.")
+        else:
+            yield from _functions(node, prefix)
+
+
+def test_no_module_over_the_limit_except_those_listed():
+    problems = []
+    sizes = {_rel(p): len(p.read_text(encoding="utf-8").splitlines()) for p in _modules().values()}
+    for rel, n in sorted(sizes.items()):
+        cap = LONG_MODULES.get(rel)
+        if cap is None and n > MAX_MODULE_LINES:
+            problems.append(f"{rel}: {n} lines > {MAX_MODULE_LINES}: split it by concern")
+        elif cap is not None and n > cap:
+            problems.append(f"{rel}: {n} lines, grew past its allowance {cap}: split it")
+        elif cap is not None and n <= MAX_MODULE_LINES:
+            problems.append(f"{rel}: {n} lines now fits: remove it from LONG_MODULES")
+    problems += [
+        f"{rel}: in LONG_MODULES but does not exist" for rel in set(LONG_MODULES) - set(sizes)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_no_function_over_the_limit_except_those_listed():
+    problems = []
+    seen = set()
+    for path in _modules().values():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for qualname, node in _functions(tree):
+            key = f"{_rel(path)}::{qualname}"
+            n = node.end_lineno - node.lineno + 1
+            cap = LONG_FUNCTIONS.get(key)
+            seen.add(key)
+            if cap is None and n > MAX_FUNCTION_LINES:
+                problems.append(f"{key}: {n} lines > {MAX_FUNCTION_LINES}: split it")
+            elif cap is not None and n > cap:
+                problems.append(f"{key}: {n} lines, grew past its allowance {cap}")
+            elif cap is not None and n <= MAX_FUNCTION_LINES:
+                problems.append(f"{key}: {n} lines now fits: remove it from LONG_FUNCTIONS")
+    problems += [f"{key}: in LONG_FUNCTIONS but not found" for key in set(LONG_FUNCTIONS) - seen]
+    assert not problems, "\n".join(problems)
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _imports(tree: ast.AST):
+    """Every import node, at any depth, except inside `if TYPE_CHECKING:`."""
+    for node in ast.iter_child_nodes(tree):
+        if _is_type_checking(node):
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from _imports(node)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """vlmctl module -> the vlmctl modules it imports (a name imported from a package resolves
+    to the submodule when there is one of that name, else to the package)."""
+    modules = _modules()
+
+    def known(name: str) -> str:
+        while name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        deps: set[str] = set()
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {known(a.name) for a in node.names if a.name.split(".")[0] == "vlmctl"}
+                continue
+            base = node.module or ""
+            if node.level:
+                anchor = name if is_package else name.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    anchor = anchor.rpartition(".")[0]
+                base = f"{anchor}.{base}" if base else anchor
+            if base.split(".")[0] != "vlmctl":
+                continue
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                deps.add(full if full in modules else known(base))
+        deps.discard(name)
+        graph[name] = deps
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return path[path.index(dep) :] + [dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_one():
+    """The check above can fail: a two-module loop and a lazy import inside a function count."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    tree = ast.parse("def f():\n    import vlmctl.x\nif TYPE_CHECKING:\n    import vlmctl.y\n")
+    assert [n.names[0].name for n in _imports(tree)] == ["vlmctl.x"]
+
+
+MAP_LINE = re.compile(r"^(vlmctl/\S+\.py)\s")
+
+
+def design_map() -> list[str]:
+    """The module paths docs/DESIGN.md's layout block names, in its order."""
+    text = (REPO / "docs" / "DESIGN.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    return [m.group(1) for line in block.splitlines() if (m := MAP_LINE.match(line + " "))]
+
+
+def test_design_module_map_matches_the_tree():
+    listed = design_map()
+    real = {_rel(p) for p in _modules().values()}
+    assert len(listed) == len(set(listed)), "DESIGN.md lists a module twice"
+    missing = sorted(real - set(listed))
+    stale = sorted(set(listed) - real)
+    assert not missing and not stale, (
+        f"docs/DESIGN.md's layout: add {missing}; remove (no such module) {stale}"
+    )
