@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from vlmctl.config import FILES, MODELS
-from vlmctl.config.load import _describe_type, _model_in
+from vlmctl.config.pydantic_errors import describe_type, model_in
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
@@ -102,13 +102,13 @@ def _default(info) -> str:
 def _rows(cls: type[BaseModel], prefix: str = ""):
     for name, info in cls.model_fields.items():
         key = f"{prefix}{name}"
-        sub = _model_in(info.annotation)
+        sub = model_in(info.annotation)
         desc = info.description or NOTES.get(key, "")
         if sub is not None and _default(info) == "(section)":
             yield key, "section", "", (desc or sub.__doc__ or "").strip().splitlines()[0]
             yield from _rows(sub, key + ".")
             continue
-        typ = _describe_type(info.annotation, info.metadata)
+        typ = describe_type(info.annotation, info.metadata)
         yield key, typ, _default(info), desc.replace("|", "\\|")
 
 

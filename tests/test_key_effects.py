@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import pytest
 
 from vlmctl.config import FILES, MODELS
-from vlmctl.config.load import _model_in
+from vlmctl.config.pydantic_errors import model_in
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "KEYS.md"
@@ -593,7 +593,7 @@ EFFECTS["train.<other>"] = E(
 def _leaves(cls, prefix: str = ""):
     for name, info in cls.model_fields.items():
         key = f"{prefix}{name}"
-        sub = _model_in(info.annotation)
+        sub = model_in(info.annotation)
         if sub is None:
             yield key
             continue
