@@ -46,7 +46,6 @@ LONG_FUNCTIONS = {
     "vlmctl/config/yamlio.py::read_yaml": 133,
     "vlmctl/data/chat.py::conversation_to_example": 110,
     "vlmctl/data/dataset.py::load_splits": 89,
-    "vlmctl/demo.py::run_demo": 109,
     "vlmctl/media/images.py::resolve_media_path": 97,
     "vlmctl/models/resolve.py::resolve_model": 81,
     "vlmctl/testing/tiny.py::_build_qwen": 81,

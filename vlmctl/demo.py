@@ -214,6 +214,62 @@ def score(
     }
 
 
+def _base_model(opts: DemoOptions, out: Path, log: Callable[[str], None]) -> str:
+    """The model to fine-tune: the one asked for, or the tiny Qwen2-VL twin built here."""
+    if opts.model:
+        model_path = opts.model
+        local = Path(opts.model).expanduser()
+        if local.exists():
+            model_path = str(local.resolve())
+        log(f"demo: model {model_path}")
+        return model_path
+    from vlmctl.testing.tiny import build_tiny_model
+
+    model_path = str(build_tiny_model("qwen2_vl", out / "base-model", seed=opts.seed))
+    log(f"demo: built the tiny Qwen2-VL twin in {out / 'base-model'}")
+    return model_path
+
+
+def _step(steps: dict[str, str], name: str, code: int) -> None:
+    """Record a verb's outcome; a failed step ends the demo with one line naming it."""
+    from vlmctl.errors import Finding, VlmctlError
+
+    steps[name] = "ok" if code == 0 else f"exit {code}"
+    if code != 0:
+        raise VlmctlError(Finding("error", f"{name} failed (exit {code})"))
+
+
+def _train(config_dir: Path, opts: DemoOptions, log: Callable[[str], None]) -> int:
+    """`vlmctl train` in-process, its workers' output on stderr; the exit code."""
+    from vlmctl.training.run import TrainRequest
+    from vlmctl.training.run import train as run_train
+
+    log(f"$ vlmctl train {config_dir}")
+    return run_train(
+        TrainRequest(config_dir=config_dir, overrides=list(opts.extra_overrides)),
+        launcher=_launch_to_stderr,
+    )
+
+
+def _merge(run_dir: Path, config_dir: Path, env: dict, log: Callable[[str], None]) -> Path:
+    """`vlmctl merge` of the run; the merged folder, or one line when merge failed."""
+    from vlmctl.errors import Finding, VlmctlError
+
+    merged = run_dir / "merged"
+    code = _vlmctl("merge", str(run_dir), "--output", str(merged), env=env, log=log)
+    if code != 0 or not (merged / "config.json").is_file():
+        # The demo shows the merged model; scoring the adapter instead would hide the failure.
+        raise VlmctlError(
+            Finding(
+                "error",
+                f"merge failed (exit {code}); the trained adapter is in {run_dir}",
+                hint=f"see merge's error above; `vlmctl eval {config_dir} --model {run_dir}` "
+                "scores the adapter on its base",
+            )
+        )
+    return merged
+
+
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     """Build, train, merge, evaluate. Returns the report (also written to demo-report.json)."""
     from vlmctl.errors import Finding, VlmctlError
@@ -234,18 +290,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
         os.environ.setdefault(key, value)
     env = dict(os.environ)
 
-    if opts.model:
-        model_path = opts.model
-        local = Path(opts.model).expanduser()
-        if local.exists():
-            model_path = str(local.resolve())
-        log(f"demo: model {model_path}")
-    else:
-        from vlmctl.testing.tiny import build_tiny_model
-
-        model_path = str(build_tiny_model("qwen2_vl", out / "base-model", seed=opts.seed))
-        log(f"demo: built the tiny Qwen2-VL twin in {out / 'base-model'}")
-
+    model_path = _base_model(opts, out, log)
     data_dir = out / "data"
     rows = write_color_dataset(data_dir, opts.train_images, opts.eval_images, seed=opts.seed)
     log(
@@ -258,45 +303,19 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     steps: dict[str, str] = {}
 
     code = _vlmctl("validate", str(config_dir), "--sample", "32", env=env, log=log)
-    steps["validate"] = "ok" if code == 0 else f"exit {code}"
-    if code != 0:
-        raise VlmctlError(Finding("error", f"validate failed (exit {code})"))
-
+    _step(steps, "validate", code)
     code = _vlmctl("preview", str(config_dir), "--batch-size", "2", env=env, log=log)
-    steps["preview"] = "ok" if code == 0 else f"exit {code}"
-    if code != 0:
-        raise VlmctlError(Finding("error", f"preview failed (exit {code})"))
-
-    from vlmctl.training.run import TrainRequest
-    from vlmctl.training.run import train as run_train
-
-    log(f"$ vlmctl train {config_dir}")
+    _step(steps, "preview", code)
     t_train = time.monotonic()
-    code = run_train(
-        TrainRequest(config_dir=config_dir, overrides=list(opts.extra_overrides)),
-        launcher=_launch_to_stderr,
-    )
+    code = _train(config_dir, opts, log)
     train_seconds = time.monotonic() - t_train
-    steps["train"] = "ok" if code == 0 else f"exit {code}"
-    if code != 0:
-        raise VlmctlError(Finding("error", f"train failed (exit {code})"))
+    _step(steps, "train", code)
     run_dir = out / "run"
     from vlmctl.training.manifest import MANIFEST, read_manifest
 
     manifest = read_manifest(run_dir / MANIFEST)
 
-    merged = run_dir / "merged"
-    code = _vlmctl("merge", str(run_dir), "--output", str(merged), env=env, log=log)
-    if code != 0 or not (merged / "config.json").is_file():
-        # The demo shows the merged model; scoring the adapter instead would hide the failure.
-        raise VlmctlError(
-            Finding(
-                "error",
-                f"merge failed (exit {code}); the trained adapter is in {run_dir}",
-                hint=f"see merge's error above; `vlmctl eval {config_dir} --model {run_dir}` "
-                "scores the adapter on its base",
-            )
-        )
+    merged = _merge(run_dir, config_dir, env, log)
     steps["merge"] = "ok"
 
     log(f"demo: asking the merged model about {len(rows['eval'])} held-out images")
