@@ -451,15 +451,14 @@ def check_media(cs: Any) -> list[Finding]:
             return []  # the config checks report the mapping; nothing row-level to add
         col = Collector()
         splits = [("train", data.train)] + ([("eval", data.eval)] if data.eval is not None else [])
-        with quiet_transformers():
-            for split, ds in splits:
-                state = RowState(
-                    cfg=cs.collator, media_dirs=data.media_dirs, collator=None, split=split
-                )
-                for r in run_rows(state, iter_rows(ds), 1):
-                    if r.fatal:
-                        return [f for f in r.fatal if f.severity == "error"]
-                    col.add(r, stats=split == "train")
+        for split, ds in splits:  # no processor: transformers and torch stay unimported
+            state = RowState(
+                cfg=cs.collator, media_dirs=data.media_dirs, collator=None, split=split
+            )
+            for r in run_rows(state, iter_rows(ds), 1):
+                if r.fatal:
+                    return [f for f in r.fatal if f.severity == "error"]
+                col.add(r, stats=split == "train")
         del data
     found = col.findings + col.overflow_findings()
     return [f for f in found if f.severity == "error"]

@@ -62,7 +62,8 @@ def run_rows(
     """Row results in row order; with num_proc > 1 from forked workers, ≤ 2N chunks in flight."""
     global _STATE
     if num_proc <= 1:
-        with _torch_threads(1):
+        # No processor (train's pre-flight): nothing runs in torch, so it is not imported.
+        with _torch_threads(1) if state.collator is not None else contextlib.nullcontext():
             for chunk in _chunks(rows, CHUNK):
                 yield from check_rows(state, chunk)
         return

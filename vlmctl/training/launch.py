@@ -102,6 +102,59 @@ def build_launch_argv(
     return argv
 
 
+# One process on one machine: what accelerate's simple launcher would start, started directly.
+DIRECT_PRESETS: tuple[str, ...] = ("cpu", "single_gpu")
+# Set to 1 to go through `accelerate launch` even for a single process (comparisons, debugging).
+FORCE_ACCELERATE_ENV = "VLMCTL_ACCELERATE_LAUNCH"
+
+
+def can_start_directly(preset: str, num_processes: int | None, num_machines: int) -> bool:
+    """True when the worker can be started as a plain subprocess instead of via accelerate.
+
+    For one process, `accelerate launch` only sets environment variables and starts
+    `python -m WORKER` (its simple launcher), after importing accelerate and torch (~2-7 s
+    here). vlmctl sets the same variables itself (`simple_launcher_env`, tested equal to
+    accelerate's) for its packaged single-process presets; a user's accelerate config file,
+    several processes or machines still go through accelerate.
+    """
+    if os.environ.get(FORCE_ACCELERATE_ENV, "") not in ("", "0"):
+        return False
+    return preset in DIRECT_PRESETS and (num_processes or 1) == 1 and num_machines == 1
+
+
+def simple_launcher_env(
+    preset: str, num_cpu_threads_per_process: int | None, env: Mapping[str, str]
+) -> dict[str, str]:
+    """The variables accelerate's simple launcher adds for a packaged single-process preset.
+
+    Mirrors `accelerate.utils.launch.prepare_simple_launcher_cmd_env` for the preset files'
+    values (mixed_precision 'no', no dynamo, no debug, gpu_ids all); the test compares it with
+    what `accelerate launch` itself passes to the worker.
+    """
+    use_cpu = preset == "cpu"
+    out = {"ACCELERATE_USE_CPU": str(use_cpu)}
+    if use_cpu:
+        out["KMP_AFFINITY"] = "granularity=fine,compact,1,0"
+        out["KMP_BLOCKTIME"] = "1"
+    out["ACCELERATE_MIXED_PRECISION"] = "no"
+    out["ACCELERATE_DYNAMO_BACKEND"] = "NO"
+    out["ACCELERATE_DYNAMO_MODE"] = "default"
+    out["ACCELERATE_DYNAMO_USE_FULLGRAPH"] = "False"
+    out["ACCELERATE_DYNAMO_USE_DYNAMIC"] = "False"
+    out["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] = "False"
+    if num_cpu_threads_per_process is None:
+        # accelerate's default: the user's OMP_NUM_THREADS, else 1 (a CPU run gets a count).
+        raw = env.get("OMP_NUM_THREADS", "")
+        num_cpu_threads_per_process = int(raw) if raw.strip().isdigit() else 1
+    out["OMP_NUM_THREADS"] = str(num_cpu_threads_per_process)
+    return out
+
+
+def build_direct_argv(worker_args: Sequence[str] = (), python: str | None = None) -> list[str]:
+    """`python -m vlmctl.training.worker ...`: the command accelerate's simple launcher runs."""
+    return [python or sys.executable, "-m", WORKER_MODULE, *worker_args]
+
+
 def detect_gpu_count() -> int:
     """Visible CUDA GPUs, without importing torch (the CLI must stay light).
 
@@ -123,9 +176,68 @@ def detect_gpu_count() -> int:
 
 # --- running it ------------------------------------------------------------------------------
 
+# The worker started early waits for this file (in the status folder) before it loads anything.
+GATE_ENV = "VLMCTL_START_GATE"
+GATE_FILE = "go"
+
+
+def start_early(argv: list[str], env: Mapping[str, str], status_dir: Path) -> subprocess.Popen:
+    """Start the worker now; it imports its libraries, then waits at the gate.
+
+    Why: the worker's imports (torch, transformers, TRL, PEFT: most of a small run's
+    start-up) need nothing from `vlmctl train`'s last checks (the dataset's rows and media,
+    the output folder's lock, --overwrite), so they run while those checks do. The worker
+    reads, loads and writes nothing of the run before `open_gate`; when a check fails,
+    `abort_early` kills it and the run is refused exactly as before.
+    """
+    parent = os.getpid()
+    return subprocess.Popen(
+        argv,
+        env={**env, PARENT_ENV: str(parent), GATE_ENV: str(status_dir / GATE_FILE)},
+        start_new_session=True,
+        preexec_fn=(lambda: die_with_parent(parent)) if sys.platform == "linux" else None,
+    )
+
+
+def open_gate(status_dir: Path, payload: Any = None) -> None:
+    """Let the early worker go on (atomically: it never reads a half-written file)."""
+    tmp = status_dir / (GATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(payload if payload is not None else []))
+    tmp.replace(status_dir / GATE_FILE)
+
+
+def abort_early(proc: subprocess.Popen) -> None:
+    """Kill an early worker that must not run (a check failed); it has written nothing."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def wait_for_gate(gate: Path, poll_s: float = 0.01) -> Any:
+    """Worker side: block until `vlmctl train` opens the gate; returns what it wrote.
+
+    A signal meanwhile stops the worker (GracefulStop: nothing to save yet), and it dies
+    with `vlmctl train` (parent-death signal), so it never waits forever.
+    """
+    import time
+
+    while not gate.is_file():
+        time.sleep(poll_s)
+    try:
+        return json.loads(gate.read_text())
+    except (OSError, ValueError):
+        return None
+
 
 def subprocess_launcher(
-    argv: list[str], env: Mapping[str, str], status_dir: Path | None = None, stdout: Any = None
+    argv: list[str],
+    env: Mapping[str, str],
+    status_dir: Path | None = None,
+    stdout: Any = None,
+    started: subprocess.Popen | None = None,
+    gate_payload: Any = None,
 ) -> int:
     """Run the launch argv; forward SIGINT/SIGTERM to the workers so they checkpoint.
 
@@ -133,7 +245,8 @@ def subprocess_launcher(
     signals the worker processes (their pids are in the status folder) and leaves accelerate /
     torchrun alone, so it does not kill the workers while they save. Before any worker has
     started, the whole launch group gets the signal (there is nothing to save yet). A second
-    signal is forwarded again (the worker then stops without saving).
+    signal is forwarded again (the worker then stops without saving). `started`: a worker
+    from `start_early`, waiting at its gate; it is let go once the handlers are in place.
     """
     parent = os.getpid()
     launched: list[subprocess.Popen] = []
@@ -159,6 +272,11 @@ def subprocess_launcher(
     # Installed before the launcher starts: a SIGTERM in between must not kill vlmctl alone.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if started is not None:
+            launched.append(started)
+            assert status_dir is not None
+            open_gate(status_dir, gate_payload)
+            return _wait(started)
         proc = subprocess.Popen(
             argv,
             env={**env, PARENT_ENV: str(parent)},
@@ -169,14 +287,18 @@ def subprocess_launcher(
         launched.append(proc)
         for signum in pending:
             forward(signum, None)
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:  # pragma: no cover - handler replaces the default
-                continue
+        return _wait(proc)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # pragma: no cover - handler replaces the default
+            continue
 
 
 def die_with_parent(parent: int | None = None, signum: int = signal.SIGKILL) -> None:
@@ -234,10 +356,15 @@ def run_launch(
     env: Mapping[str, str],
     status_dir: Path,
     launcher: Launcher | None = None,
+    started: subprocess.Popen | None = None,
+    gate_payload: Any = None,
 ) -> int:
-    """Launch and return the worker's own exit code (accelerate's when the worker wrote none)."""
+    """Launch (or let an early-started worker go) and return the worker's own exit code
+    (accelerate's when the worker wrote none)."""
     if launcher is None:
-        code = subprocess_launcher(argv, env, status_dir)
+        code = subprocess_launcher(
+            argv, env, status_dir, started=started, gate_payload=gate_payload
+        )
     else:
         code = launcher(argv, env)
     status = read_exit_status(status_dir)

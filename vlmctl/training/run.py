@@ -56,6 +56,8 @@ class Plan:
     notes: list[str]
     status_dir: Path
     config_set: Any = None
+    # Variables set for the worker on top of the caller's environment (direct start).
+    env_added: dict[str, str] = field(default_factory=dict)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -441,20 +443,29 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
         worker_args += ["--resume", str(resume_from)]
     worker_args += ["--status-dir", str(status_dir)]
     worker_args += ["--resume-hint", _resume_hint(req, output_dir)]
-    argv = ln.build_launch_argv(
-        preset,
-        nproc,
-        num_machines=req.num_machines,
-        machine_rank=req.machine_rank,
-        main_process_ip=req.main_process_ip,
-        main_process_port=req.main_process_port,
-        worker_args=worker_args,
-        # CPU runs: say the thread count accelerate would pick, or it prints a warning.
-        num_cpu_threads_per_process=(
-            max(1, _physical_cores() // (nproc or 1)) if preset in ("cpu", "cpu_ddp") else None
-        ),
-    )
+    # CPU runs: say the thread count accelerate would pick, or it prints a warning. A user's
+    # OMP_NUM_THREADS is accelerate's own choice then (it was overridden before).
+    threads = None
+    if preset in ("cpu", "cpu_ddp") and not os.environ.get("OMP_NUM_THREADS", "").strip():
+        threads = max(1, _physical_cores() // (nproc or 1))
     env = dict(os.environ)
+    env_added: dict[str, str] = {}
+    if ln.can_start_directly(preset, nproc, req.num_machines):
+        # One process: accelerate's launcher would only set these and start the worker.
+        argv = ln.build_direct_argv(worker_args)
+        env_added = ln.simple_launcher_env(preset, threads, env)
+        env.update(env_added)
+    else:
+        argv = ln.build_launch_argv(
+            preset,
+            nproc,
+            num_machines=req.num_machines,
+            machine_rank=req.machine_rank,
+            main_process_ip=req.main_process_ip,
+            main_process_port=req.main_process_port,
+            worker_args=worker_args,
+            num_cpu_threads_per_process=threads,
+        )
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return Plan(
@@ -466,25 +477,37 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
         notes=notes,
         status_dir=status_dir,
         config_set=cs,
+        env_added=env_added,
     )
 
 
 def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
     """Plan, then launch (or print the argv with --dry-run). Returns the exit code."""
+    from vlmctl.training import startup_profile as prof
+
+    prof.mark_process_start("vlmctl train: process started")
     plan = plan_run(req)
+    prof.mark("vlmctl train: CLI imports, config set loaded, run planned")
     for note in plan.notes:
         print(f"vlmctl: {note}", file=sys.stderr)
     if req.dry_run:
         shutil.rmtree(plan.status_dir, ignore_errors=True)
-        print(shlex.join(plan.argv))
+        print(shlex.join([*(f"{k}={v}" for k, v in plan.env_added.items()), *plan.argv]))
         return 0
     from vlmctl.training import rundir
 
     lock = None
+    early = None
     try:
         # Before --overwrite removes anything: a run that cannot start must lose nothing,
         # and leaves no folder behind (a plain rerun then works).
         check_ready_to_train(plan.config_set)
+        if launcher is None and plan.env_added:
+            # One local process: it imports its libraries while the checks below run, and
+            # waits for them at a gate (it reads and writes nothing of the run before).
+            prof.export(plan.env)
+            early = ln.start_early(plan.argv, plan.env, plan.status_dir)
+            prof.mark("vlmctl train: worker started early (waits at the gate)")
         preflight(plan.config_set)
         created = not plan.output_dir.exists()
         try:
@@ -504,7 +527,9 @@ def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
                     hint="rerun the command",
                 )
             )
-    except VlmctlError:
+    except BaseException:  # a refused run, or Ctrl-C during the checks
+        if early is not None:
+            ln.abort_early(early)
         if lock is not None:
             lock.release()
         shutil.rmtree(plan.status_dir, ignore_errors=True)
@@ -533,7 +558,13 @@ def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
         print(
             f"vlmctl: launching ({plan.preset}) -> {plan.output_dir}", file=sys.stderr, flush=True
         )
-        return ln.run_launch(plan.argv, plan.env, plan.status_dir, launcher)
+        prof.mark("vlmctl train: dataset, model and media checked (preflight)")
+        prof.export(plan.env)
+        return ln.run_launch(
+            plan.argv, plan.env, plan.status_dir, launcher, started=early, gate_payload=prof.marks()
+        )
     finally:
+        if early is not None and early.returncode is None:
+            ln.abort_early(early)  # something failed before the gate opened
         lock.release()
         shutil.rmtree(plan.status_dir, ignore_errors=True)
