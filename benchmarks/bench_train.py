@@ -55,12 +55,15 @@ LM_ONLY = r"model\.language_model\..*\.(down_proj|gate_proj|k_proj|o_proj|q_proj
 
 TRL_SCRIPT = textwrap.dedent(
     """
+    import time
+    T = [("start", time.time())]
     import json, sys
     import datasets
     from PIL import Image
     from peft import LoraConfig
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
+    T.append(("imports", time.time()))
 
     model_dir, data_dir, out, steps, bs, targets = sys.argv[1:7]
     rows = [json.loads(line) for line in open(f"{data_dir}/rows.jsonl")]
@@ -76,8 +79,10 @@ TRL_SCRIPT = textwrap.dedent(
         }
 
     ds = datasets.Dataset.from_list([to_example(r) for r in rows])
+    T.append(("dataset", time.time()))
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="float32")
     processor = AutoProcessor.from_pretrained(model_dir)
+    T.append(("model+processor", time.time()))
     args = SFTConfig(output_dir=out, max_steps=int(steps), per_device_train_batch_size=int(bs),
                      gradient_accumulation_steps=1, learning_rate=2e-3,
                      lr_scheduler_type="constant", logging_steps=10, save_strategy="no",
@@ -88,13 +93,17 @@ TRL_SCRIPT = textwrap.dedent(
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=processor,
                          peft_config=lora)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    import time
+    T.append(("trainer", time.time()))
     cpu0 = time.process_time()
     result = trainer.train()
     metrics = dict(result.metrics, train_cpu_seconds=time.process_time() - cpu0,
                    trainable=trainable)
+    T.append(("train", time.time()))
     trainer.save_model(out)
     processor.save_pretrained(out)
+    T.append(("save", time.time()))
+    metrics["phases"] = {n: round(t - T[i][1], 2) for i, (n, t) in enumerate(T[1:])}
+    metrics["script_start"] = T[0][1]
     print("METRICS " + json.dumps(metrics))
     """
 )
@@ -161,9 +170,15 @@ def run_vlmctl(config: Path, out: Path, steps: int, vision: str, env: dict) -> d
         "--set", f"peft.exclude_vision_modules={str(vision == 'excluded').lower()}",
     ]  # fmt: skip
     load = os.getloadavg()[0]
-    proc, wall, rss = _run(cmd, env)
+    proc, wall, rss = _run(cmd, dict(env, VLMCTL_PROFILE_STARTUP="1"))
     if proc.returncode != 0:
         raise SystemExit(f"vlmctl train failed:\n{proc.stderr[-3000:]}")
+    phases = {}
+    table = proc.stderr.partition("start-up profile (wall clock)")[2].splitlines()[2:]
+    for line in table:
+        hit = re.match(r"^(.*?)\s+(-?\d+\.\d+)\s+(-?\d+\.\d+)$", line)
+        if hit:
+            phases[hit.group(1)] = float(hit.group(2))
     m = json.loads((out / "vlmctl-run.json").read_text())
     if "collator dropped" in proc.stderr:
         raise SystemExit("vlmctl's collator dropped rows: not the same work as TRL's run")
@@ -176,6 +191,7 @@ def run_vlmctl(config: Path, out: Path, steps: int, vision: str, env: dict) -> d
         "peak_rss_mb": round(rss),
         "trainable": int(found.group(1).replace(",", "")) if found else None,
         "load_at_start": load,
+        "phases": phases,  # VLMCTL_PROFILE_STARTUP's table: seconds of each phase
     }
 
 
@@ -199,6 +215,9 @@ def run_trl(model: Path, data: Path, out: Path, steps: int, bs: int, targets: st
         "peak_rss_mb": round(rss),
         "trainable": m["trainable"],
         "load_at_start": load,
+        # Seconds per phase inside the script; the rest of `wall` is the interpreter's start
+        # and its exit (module teardown).
+        "phases": m["phases"],
     }
 
 
