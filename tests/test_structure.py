@@ -28,8 +28,6 @@ LONG_MODULES = {
     "vlmctl/media/images.py": 545,
     "vlmctl/media/video.py": 562,
     "vlmctl/testing/tiny.py": 857,
-    "vlmctl/training/run.py": 539,
-    "vlmctl/training/worker.py": 508,
 }
 
 # Functions not split yet: "path::qualname" -> the most lines it may have.

@@ -130,7 +130,7 @@ def test_worker_fast_exit_keeps_code_atexit_and_output(tmp_path):
         "import atexit, sys\n"
         "atexit.register(lambda: print('atexit ran', flush=False))\n"
         "print('buffered', end='')\n"
-        "from vlmctl.training.worker import exit_now\n"
+        "from vlmctl.training.startup_profile import exit_now\n"
         "exit_now(3)\n"
     )
     proc = subprocess.run(

@@ -20,6 +20,7 @@ from typing import Any
 
 from vlmctl.errors import Finding, UsageError, VlmctlError
 from vlmctl.training import launch as ln
+from vlmctl.training.preflight import check_ready_to_train, preflight
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -190,6 +191,14 @@ def _physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _cpu_threads(preset: str, nproc: int | None) -> int | None:
+    """CPU runs: the thread count accelerate would pick (else it prints a warning). A user's
+    OMP_NUM_THREADS is accelerate's own choice then (it was overridden before)."""
+    if preset in ("cpu", "cpu_ddp") and not os.environ.get("OMP_NUM_THREADS", "").strip():
+        return max(1, _physical_cores() // (nproc or 1))
+    return None
+
+
 def pick_preset(req: TrainRequest, gpu_count: int) -> tuple[str, int | None, list[str]]:
     """(preset name or config path, processes per machine or None, notes)."""
     notes: list[str] = []
@@ -217,80 +226,6 @@ def pick_preset(req: TrainRequest, gpu_count: int) -> tuple[str, int | None, lis
             )
         )
     return str(path.resolve()), n, notes
-
-
-def _model_in_hub_cache(model_id: str, revision: str | None) -> bool:
-    """True when the hub cache holds the model's config (no network, no transformers import)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return True
-    for name in ("config.json", "preprocessor_config.json", "processor_config.json"):
-        try:
-            if isinstance(try_to_load_from_cache(model_id, name, revision=revision), str):
-                return True
-        except Exception:  # a malformed id is the loader's error to report
-            return True
-    return False
-
-
-def check_ready_to_train(cs) -> None:
-    """What `validate` may only warn about, `train` needs: a dataset and a reachable model.
-
-    Checked before the launch, so a run that cannot start costs seconds, not a worker start-up
-    (imports, wandb, a process group) that ends in a library traceback.
-    """
-    from vlmctl.errors import ConfigError, DataError
-
-    problems = []
-    if not cs.collator.dataset.path:
-        problems.append(
-            cs.finding(
-                "error",
-                "collator",
-                "dataset.path",
-                "dataset.path is not set: there is nothing to train on",
-                hint="set dataset.path to a csv/json/jsonl/parquet file, a folder or a hub id, "
-                "or pass --dataset",
-            )
-        )
-    else:
-        from vlmctl.data.dataset import resolve_source
-
-        try:
-            resolve_source(cs.collator, cs.dir)
-        except DataError as exc:
-            problems.extend(exc.findings)
-    mid = cs.model.model_name_or_path
-    if not mid:
-        problems.append(
-            cs.finding(
-                "error",
-                "model",
-                "model_name_or_path",
-                "model_name_or_path is not set: no model to train",
-                hint="set it in vlm_model_config.yaml or pass --model",
-            )
-        )
-    elif not Path(cs.model_location()).exists() and not _model_in_hub_cache(
-        str(mid), cs.model.revision
-    ):
-        from vlmctl.data.dataset import env_offline, hub_reachable
-
-        if env_offline() or not hub_reachable():
-            problems.append(
-                cs.finding(
-                    "error",
-                    "model",
-                    "model_name_or_path",
-                    f"model {mid!r} is not a local folder (relative to the config folder), not "
-                    "in the Hugging Face cache, and the hub is unreachable (offline)",
-                    hint="download it once with network access (`hf download ID`), or point "
-                    "model_name_or_path at a local folder",
-                )
-            )
-    if problems:
-        raise ConfigError(problems)
 
 
 def check_output_dir(req: TrainRequest, output_dir: Path) -> tuple[Path | None, list[str]]:
@@ -335,66 +270,6 @@ def check_output_dir(req: TrainRequest, output_dir: Path) -> tuple[Path | None, 
             )
         )
     return resume_from, notes
-
-
-def _remote_code_finding(cs) -> Finding | None:
-    """A model that needs its own code (auto_map, type unknown to transformers) while
-    trust_remote_code is off: the worker would fail after start-up; say it now."""
-    import json
-
-    from vlmctl.models.resolve import resolve_model
-
-    try:
-        res = resolve_model(cs.model)
-    except VlmctlError as exc:
-        return exc.findings[0]
-    if res.source == "remote_code" or res.trust_remote_code:
-        return None
-    loc = Path(cs.model_location())
-    config_path: Path | None = loc / "config.json" if loc.is_dir() else None
-    if config_path is None:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(str(res.model_id), "config.json", cs.model.revision)
-            config_path = Path(cached) if isinstance(cached, str) else None
-        except Exception:  # noqa: BLE001 - a malformed id is the loader's to report
-            config_path = None
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path else {}
-    except (OSError, ValueError):
-        return None  # the loader reports an unreadable config with its own words
-    if not isinstance(config, dict) or not config.get("auto_map"):
-        return None
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    if config.get("model_type") in CONFIG_MAPPING_NAMES:
-        return None  # native in transformers: its auto_map is not needed
-    return cs.finding(
-        "error",
-        "model",
-        "model_name_or_path",
-        f"model {cs.model.model_name_or_path!r} ships its own Python code (auto_map, model_type "
-        f"{config.get('model_type')!r} unknown to transformers) and trust_remote_code is off",
-        hint="set loading_params.trust_remote_code: true (and processor_params) if you trust "
-        "that code, or pick a transformers-native model",
-        code="remote-code-off",
-    )
-
-
-def preflight(cs) -> None:
-    """What `validate` can find cheaply, checked before a worker starts (and before any
-    folder is made): remote code without trust, and every row's media (reusing validate's
-    row checks without the processor). Raises with every problem, each with its row."""
-    from vlmctl.checks.data_checks import check_media
-    from vlmctl.errors import ConfigError, DataError
-
-    remote = _remote_code_finding(cs)
-    if remote is not None:
-        raise ConfigError([remote])
-    problems = check_media(cs)
-    if problems:
-        raise DataError(problems)
 
 
 def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
@@ -443,11 +318,7 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
         worker_args += ["--resume", str(resume_from)]
     worker_args += ["--status-dir", str(status_dir)]
     worker_args += ["--resume-hint", _resume_hint(req, output_dir)]
-    # CPU runs: say the thread count accelerate would pick, or it prints a warning. A user's
-    # OMP_NUM_THREADS is accelerate's own choice then (it was overridden before).
-    threads = None
-    if preset in ("cpu", "cpu_ddp") and not os.environ.get("OMP_NUM_THREADS", "").strip():
-        threads = max(1, _physical_cores() // (nproc or 1))
+    threads = _cpu_threads(preset, nproc)
     env = dict(os.environ)
     env_added: dict[str, str] = {}
     if ln.can_start_directly(preset, nproc, req.num_machines):
@@ -479,6 +350,30 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
         config_set=cs,
         env_added=env_added,
     )
+
+
+def _clear_for_run(req: TrainRequest, plan: Plan) -> None:
+    """--overwrite's removal (only what vlmctl wrote) and interrupted saves, each said."""
+    from vlmctl.training import rundir
+
+    if req.overwrite and is_used(plan.output_dir):
+        removed, kept = rundir.remove_owned(plan.output_dir)
+        print(
+            f"vlmctl: --overwrite: removed from {plan.output_dir}: {', '.join(removed)}",
+            file=sys.stderr,
+        )
+        if kept:
+            print(
+                f"vlmctl: --overwrite: kept (not written by vlmctl train): {', '.join(kept)}",
+                file=sys.stderr,
+            )
+    partial = rundir.remove_partial_checkpoints(plan.output_dir)
+    if partial:
+        print(
+            f"vlmctl: removed incomplete checkpoints (a save was interrupted): "
+            f"{', '.join(partial)}",
+            file=sys.stderr,
+        )
 
 
 def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
@@ -535,24 +430,7 @@ def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
         shutil.rmtree(plan.status_dir, ignore_errors=True)
         raise
     try:
-        if req.overwrite and is_used(plan.output_dir):
-            removed, kept = rundir.remove_owned(plan.output_dir)
-            print(
-                f"vlmctl: --overwrite: removed from {plan.output_dir}: {', '.join(removed)}",
-                file=sys.stderr,
-            )
-            if kept:
-                print(
-                    f"vlmctl: --overwrite: kept (not written by vlmctl train): {', '.join(kept)}",
-                    file=sys.stderr,
-                )
-        partial = rundir.remove_partial_checkpoints(plan.output_dir)
-        if partial:
-            print(
-                f"vlmctl: removed incomplete checkpoints (a save was interrupted): "
-                f"{', '.join(partial)}",
-                file=sys.stderr,
-            )
+        _clear_for_run(req, plan)
         if plan.resume_from is not None:
             print(f"vlmctl: resuming from {plan.resume_from}", file=sys.stderr)
         print(

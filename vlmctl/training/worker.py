@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import netrc
 import os
 import socket
 import sys
@@ -28,10 +27,10 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from vlmctl.errors import ConfigError, VlmctlError
 from vlmctl.proc import debug_enabled
+from vlmctl.training.wandb_setup import prepare_wandb, wandb_has_credentials  # noqa: F401
 
 _MAIN = int(os.environ.get("RANK", "0")) == 0
 
@@ -97,41 +96,6 @@ class Status:
         tmp = self.folder / "exit.json.tmp"
         tmp.write_text(json.dumps({"exit_code": code, **extra}, default=str))
         tmp.replace(self.folder / "exit.json")
-
-
-# --- wandb ---------------------------------------------------------------------------------------
-
-
-def wandb_has_credentials(env: dict[str, str] | None = None) -> bool:
-    """An API key in the environment or a ~/.netrc entry for the wandb host (what login writes)."""
-    env = os.environ if env is None else env
-    if env.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
-    path = env.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
-    try:
-        return netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def prepare_wandb(report_to: list[str], output_dir: Path) -> str | None:
-    """Make wandb safe to start: never a login prompt. Returns the offline folder, if offline.
-
-    Without credentials it runs offline (files under the output folder) and says how to
-    upload them later; WANDB_MODE set by the user is respected when it is not `online`.
-    """
-    if "wandb" not in report_to:
-        return None
-    os.environ.setdefault("WANDB_PROJECT", "vlmctl")
-    os.environ.setdefault("WANDB_DIR", str(output_dir))
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("disabled", "offline", "dryrun"):
-        return os.environ["WANDB_DIR"] if mode != "disabled" else None
-    if not wandb_has_credentials():
-        os.environ["WANDB_MODE"] = "offline"
-        return os.environ["WANDB_DIR"]
-    return None
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -208,7 +172,6 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         transformers.logging.disable_progress_bar()
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-    prof.mark("worker: import torch, transformers")
     cuda = torch.cuda.is_available()
     from vlmctl.training.model_prep import choose_precision
 
@@ -249,13 +212,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
 
     assert isinstance(stop, GracefulStop)
     prof.mark("worker: import trl, vlmctl training modules")
-    from vlmctl.training.launch import GATE_ENV
-
-    if os.environ.get(GATE_ENV):  # started early: `vlmctl train` still checks the run
-        from vlmctl.training.launch import wait_for_gate
-
-        prof.add(wait_for_gate(Path(os.environ[GATE_ENV])))
-        prof.mark("worker: gate opened (vlmctl train's checks done)")
+    prof.wait_at_gate()  # started early: `vlmctl train` may still be checking the run
     model_path = cs.model_location()
     res = resolve_model(cs.model)
     processor = load_processor(res, cs.model, model_path)
@@ -317,32 +274,14 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
             frozen = freeze_outside_language_model(model)
             say(f"full fine-tune: vision tower and projector frozen ({frozen:,} parameters)")
 
-    prof.mark("worker: lengths, peft config")
     kwargs = sft_kwargs(cs, output_dir, precision, eval_ds is not None, group)
     configs = mf.resolved_configs(cs)
     stop_log = StepLog(_console())
     callbacks = [stop, stop_log]
-    if prof.enabled():
-        callbacks.append(prof.callback())
+    callbacks += prof.callbacks()
     if "wandb" in cs.train.report_to_list():
         callbacks.append(WandbConfig(configs))
-    if cs.train.generation_eval is not None:
-        if eval_ds is None or kwargs.get("eval_strategy", "no") == "no":
-            say("generation_eval: skipped (no eval split or no evaluation: set eval_steps)")
-        else:
-            from vlmctl.evaluation.callback import GenerationEval
-
-            callbacks.append(
-                GenerationEval(
-                    collator,
-                    data.eval,
-                    cs.train.generation_eval,
-                    output_dir,
-                    data.media_dirs,
-                    getattr(model.config, "model_type", None),
-                    say=say,
-                )
-            )
+    callbacks += _generation_eval(cs, eval_ds, kwargs, collator, data, output_dir, model)
     trainer = VlmctlTrainer(
         model=model,
         args=SFTConfig(**kwargs),
@@ -412,18 +351,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         )
     if cuda:
         manifest["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    decoders = {
-        k.removeprefix("video_decoder_"): v
-        for k, v in collator.stats.items()
-        if k.startswith("video_decoder_")
-    }
-    if decoders:
-        say(
-            f"video decoded with {', '.join(f'{k} ({v} clips)' for k, v in decoders.items())}"
-            f" (library: {cs.collator.video_processing.frame_extraction.library})"
-        )
-    if collator.stats.get("dropped"):
-        say(f"collator dropped {collator.stats['dropped']} rows ({collator.drop_summary()})")
+    _say_collator_stats(collator, cs)
     if stop.signum is not None:
         if trainer.is_world_process_zero():
             manifest["files"] = rundir.files_written(output_dir, foreign)
@@ -451,10 +379,47 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
             say(f"next: vlmctl merge {output_dir}")
         if offline_dir:
             say(f"wandb: upload this run with: wandb sync {offline_dir}/wandb/offline-run-*")
-        prof.mark("worker: manifest rewritten")
         prof.report()
     status.info.update(global_step=step, stopped=False)
     return 0
+
+
+def _generation_eval(cs, eval_ds, kwargs, collator, data, output_dir, model) -> list:
+    """[the GenerationEval callback] when asked for and possible; else [] (said why)."""
+    if cs.train.generation_eval is None:
+        return []
+    if eval_ds is None or kwargs.get("eval_strategy", "no") == "no":
+        say("generation_eval: skipped (no eval split or no evaluation: set eval_steps)")
+        return []
+    from vlmctl.evaluation.callback import GenerationEval
+
+    return [
+        GenerationEval(
+            collator,
+            data.eval,
+            cs.train.generation_eval,
+            output_dir,
+            data.media_dirs,
+            getattr(model.config, "model_type", None),
+            say=say,
+        )
+    ]
+
+
+def _say_collator_stats(collator, cs) -> None:
+    """Which video decoders ran, and how many rows the collator dropped (and why)."""
+    decoders = {
+        k.removeprefix("video_decoder_"): v
+        for k, v in collator.stats.items()
+        if k.startswith("video_decoder_")
+    }
+    if decoders:
+        say(
+            f"video decoded with {', '.join(f'{k} ({v} clips)' for k, v in decoders.items())}"
+            f" (library: {cs.collator.video_processing.frame_extraction.library})"
+        )
+    if collator.stats.get("dropped"):
+        say(f"collator dropped {collator.stats['dropped']} rows ({collator.drop_summary()})")
 
 
 def _console():
@@ -529,31 +494,7 @@ def _leave_together() -> None:
         dist.barrier()
 
 
-def exit_now(code: int) -> None:
-    """End the worker without the interpreter's module-by-module teardown.
-
-    Why: after a run, tearing down torch, transformers, TRL and the model's objects took
-    ~7 s of a loaded 2-core machine (measured between the last atexit handler and the process
-    end), time a user waits for nothing. Everything a normal exit guarantees is done first:
-    non-daemon threads (a hub upload) are joined, atexit handlers run (wandb, logging,
-    multiprocessing's children), stdout/stderr are flushed. VLMCTL_DEBUG keeps the normal exit.
-    """
-    if os.environ.get("VLMCTL_DEBUG"):
-        sys.exit(code)
-    import atexit
-    import threading
-
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    try:
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - e.g. a closed pipe: let Python report it
-        sys.exit(code)
-    os._exit(code)
-
-
 if __name__ == "__main__":
+    from vlmctl.training.startup_profile import exit_now
+
     exit_now(main())
