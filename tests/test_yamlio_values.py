@@ -57,6 +57,13 @@ def test_a_tag_finding_names_the_tag_the_file_and_the_line(tmp_path):
     assert p.hint and "remove the tag" in p.hint
 
 
+def test_a_tag_inside_a_list_is_found_at_its_item(tmp_path):
+    """List items report into the same findings as mapping values (not lost, not a crash)."""
+    _, doc, problems = _read(tmp_path, "a:\n  - 1\n  - !foo x\n")
+    assert doc is None
+    assert [(p.code, p.line, p.col) for p in problems] == [("yaml-tag", 3, 5)]
+
+
 def test_a_standard_tag_on_a_scalar_is_named_too(tmp_path):
     """`!!str x` is kept by ruamel as a tagged scalar: the finding names its full tag."""
     _, doc, problems = _read(tmp_path, "a: !!str x\n")
