@@ -142,3 +142,59 @@ def test_validate_reports_exactly_the_rows_over_max_length(generated, policy, de
     counted = {"drop": "dropped_too_long", "error": "errors", "truncate_text": "cut_text"}[policy]
     assert trunc[counted] == len(over)
     assert r.exit_code == (1 if over and policy == "error" else 0)
+
+
+def _encoded(config) -> dict[int, tuple[int, int, int]]:
+    """Each row's (tokens, media tokens, supervised tokens), as the collator encodes it."""
+    from vlmctl.config.load import load_config_set
+    from vlmctl.data.dataset import iter_rows, load_splits
+
+    cs = load_config_set(config)
+    loaded = load_splits(cs.collator, cs.dir)
+    col = VLMCollator(processor(cs.model.model_name_or_path), cs.collator, loaded.media_dirs)
+    out = {}
+    for i, row in iter_rows(loaded.train):
+        enc = col.encode_row(row, i)
+        out[i] = (enc.length, enc.num_media_tokens, enc.num_supervised)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("policy", "severity", "says", "hint"),
+    [
+        ("drop", "warning", "dropped (truncation_policy: drop)", "use truncation_policy"),
+        ("error", "error", "train stops with an error (truncation_policy: error)", "drop or"),
+    ],
+)
+def test_validate_says_how_long_the_row_is_and_counts_no_supervision_for_it(
+    generated, policy, severity, says, hint
+):
+    """The finding for a row one token over max_length: its size split into text and media,
+    the limit, what train does, a hint and the key to change; the row adds no supervised tokens
+    to the totals (train never sees it)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from vlmctl.cli import app
+
+    config, lengths = generated
+    enc = _encoded(config)
+    assert {i: n for i, (n, _, _) in enc.items()} == lengths
+    limit = max(lengths.values()) - 1
+    _set_limit(config, limit, policy)
+    r = CliRunner().invoke(app, ["validate", str(config), "--format", "json"])
+    s = json.loads(r.stdout)["config_sets"][0]
+    found = [f for f in s["findings"] if f["code"] == "row-too-long"]
+    assert found, s["findings"]
+    for f in found:
+        n, media, _ = enc[f["row"]]
+        assert f["severity"] == severity
+        assert f["message"] == (
+            f"{n} tokens ({n - media} text + {media} media) "
+            f"> text_processing.max_length={limit}: {says}"
+        )
+        assert f["key"] == "text_processing.max_length"
+        assert f["hint"].startswith("raise max_length") and hint in f["hint"]
+    kept = sum(sup for n, _, sup in enc.values() if n <= limit)
+    assert s["data"]["supervised"]["tokens_checked"] == kept

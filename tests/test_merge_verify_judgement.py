@@ -79,3 +79,31 @@ def test_a_wrong_merge_fails_verify_and_writes_nothing(
     result = cli(str(run), "--low-memory", "--dtype", "fp32")
     assert result.exit_code == 0, stderr_of(result)
     assert (run / "merged" / "merge-report.json").is_file()
+
+
+def _logits(*rows):
+    import torch
+
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_compare_figures_over_several_probes():
+    """The figures verify judges: the LARGEST |dlogit| over every probe (not the first probe's,
+    not a sum), top-1 agreement over all tokens, the token count, and max |logit| of the first
+    model; zip is strict, so probes lost on one side are an error, not a silently short check."""
+    from vlmctl.merge.verify import compare
+
+    a = [_logits([1.0, 5.0, 0.0], [2.0, 0.0, 0.0]), _logits([0.0, 0.0, -7.0])]
+    b = [_logits([1.0, 4.5, 0.0], [0.0, 3.0, 0.0]), _logits([0.0, 0.25, -7.0])]
+    fig = compare(a, b)
+    # per token: |d| = 0.5, 3.0, 0.25; argmax: (1,1) agree, (0,1) differ, (0,1) differ
+    assert fig == {
+        "max_abs_dlogit": 3.0,
+        "top1_agreement": 1 / 3,
+        "tokens": 3,
+        "max_abs_logit": 7.0,
+    }
+    assert compare(a, a)["top1_agreement"] == 1.0
+    assert compare(a, a)["max_abs_dlogit"] == 0.0
+    with pytest.raises(ValueError):
+        compare(a, b[:1])
