@@ -14,10 +14,11 @@ from _collate_util import processor as load_processor
 
 from vlmctl.collate import VLMCollator
 from vlmctl.packing import (
-    ROWS_KEY,
+    BIN_KEY,
     SEQ_LENS_KEY,
-    BinDataset,
+    SPLIT_KEY,
     PackingCollator,
+    bin_dataset,
     bin_report,
     describe,
     make_bins,
@@ -77,11 +78,19 @@ def test_packing_collator_flattens_bins_in_order(tiny_model_dir):
     assert torch.equal(packed["input_ids"][0], torch.cat([e.input_ids for e in encoded]))
 
 
-def test_bin_dataset_items_are_the_rows_of_each_bin():
-    ds = BinDataset(["r0", "r1", "r2"], [[2, 0], [1]])
-    assert len(ds) == 2 and ds[0] == {ROWS_KEY: ["r2", "r0"]}
-    with pytest.raises(IndexError):
-        ds[2]
+def test_bin_items_bring_their_rows_in_bin_order(monkeypatch):
+    from types import SimpleNamespace
+
+    import vlmctl.data.messages as messages
+
+    ds = bin_dataset([[2, 0], [1]], "train")
+    assert len(ds) == 2 and ds[0] == {BIN_KEY: [2, 0], SPLIT_KEY: "train"}
+    monkeypatch.setattr(messages, "row_to_example", lambda row, cfg, index: row["i"])
+    inner = SimpleNamespace(
+        cfg=None, encode_examples=lambda xs: [SimpleNamespace(drop_reason=None, i=x) for x in xs]
+    )
+    packer = PackingCollator(inner, {"train": [{"i": f"row{k}"} for k in range(3)]})
+    assert [e.i for e in packer.encode([ds[0], ds[1]])] == ["row2", "row0", "row1"]
 
 
 @pytest.mark.parametrize(
@@ -132,3 +141,60 @@ def test_validate_says_what_packing_does(tmp_path, tiny_model_dir):
     assert [f.severity for f in found] == ["info"]
     assert "bins of text_processing.max_length" in found[0].message
     assert not _validate_findings(tmp_path / "b", tiny_model_dir, "qwen2_vl")  # off: silent
+
+
+def _config_set(root, tiny_model_dir, n=12):
+    from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+
+    write_color_dataset(root / "data", n, 0, seed=1)
+    write_config_set(root / "config", str(tiny_model_dir("qwen2_vl")), DemoOptions(out=root))
+    return root / "config"
+
+
+def _vlmctl(args, timeout=600):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.update(HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    return subprocess.run(
+        [sys.executable, "-m", "vlmctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_validate_and_preview_show_bins_fill_and_rows_per_bin(tmp_path, tiny_model_dir):
+    config = _config_set(tmp_path, tiny_model_dir)
+    out = _vlmctl(["validate", str(config), "--set", "train.packing=true"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    assert "packing the checked rows: 12 rows -> " in text and "fill " in text, text[-2000:]
+    assert "rows per bin" in text
+    out = _vlmctl(["preview", str(config), "--set", "train.packing=true"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "packing (train): " in out.stdout and "rows per bin" in out.stdout
+
+
+@pytest.mark.slow
+def test_train_with_packing_end_to_end(tmp_path, tiny_model_dir):
+    """The worker packs (bins said on stderr), the trainer computes M-RoPE per row, it trains."""
+    import json
+
+    config = _config_set(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    out = _vlmctl(
+        ["train", str(config), "--output-dir", str(run), "--set", "train.packing=true",
+         "--set", "train.max_steps=2", "--set", "train.report_to=none",
+         "--set", "train.per_device_train_batch_size=1"]
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "packing train: 12 rows -> " in out.stderr
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    assert manifest["finished"] and manifest["global_step"] == 2
+    assert manifest["dataset_fingerprint"]["train_rows"] == 12  # the rows, not the bins

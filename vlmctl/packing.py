@@ -9,7 +9,8 @@ top of its own collator, and only where the result is exact (tests/test_packing_
   the truncation policy first (or sits alone in its own bin when truncation is off).
 - `packing: true`: rows are placed into bins of `text_processing.max_length` tokens by their
   true lengths (media tokens included), best-fit decreasing (`packing_strategy: bfd`, TRL's
-  name); the Trainer's dataset is then one item per bin, so `per_device_train_batch_size`
+  name); the Trainer's dataset is then one item per bin (row indices; the collator fetches
+  the rows), so `per_device_train_batch_size`
   counts bins, as with TRL's packing. `padding_free: true` alone keeps the Trainer's batches of
   rows. Either way a batch becomes ONE row of concatenated sequences: no padding at all.
 - Attention never crosses rows: `position_ids` restart at 0 per row and no `attention_mask`
@@ -43,8 +44,6 @@ from typing import Any
 
 SEQ_LENS_KEY = "vlmctl_seq_lens"
 """Batch key of a packed batch: the rows' lengths (removed before the model is called)."""
-ROWS_KEY = "vlmctl_pack_rows"
-"""Item key of a bin dataset: the raw rows of one bin."""
 STRATEGIES = ("bfd",)
 
 # Model classes whose packed forward equals the unpacked one (tests/test_packing_exact.py).
@@ -264,31 +263,39 @@ def row_lengths(collator: Any, dataset: Any, chunk: int = 16) -> list[int | None
     return out
 
 
-class BinDataset:
-    """The Trainer's dataset when packing: item k is the raw rows of bin k (map-style)."""
+BIN_KEY = "vlmctl_bin"
+SPLIT_KEY = "vlmctl_split"
 
-    def __init__(self, source: Any, bins: Sequence[Sequence[int]]) -> None:
-        self.source = source
-        self.bins = [list(b) for b in bins]
 
-    def __len__(self) -> int:
-        return len(self.bins)
+def bin_dataset(bins: Sequence[Sequence[int]], split: str) -> Any:
+    """The Trainer's dataset when packing: one item per bin (its row indices and split).
 
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        if k >= len(self.bins):
-            raise IndexError(k)
-        return {ROWS_KEY: [self.source[i] for i in self.bins[k]]}
+    A `datasets.Dataset`, as SFTTrainer requires; `PackingCollator` fetches the raw rows from
+    the split's dataset when the batch is made.
+    """
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {BIN_KEY: [list(map(int, b)) for b in bins], SPLIT_KEY: [split] * len(bins)}
+    )
 
 
 # --------------------------------------------------------------------------- batches
 
 
-def pack_batch(batch: Mapping[str, Any], lengths: Sequence[int], ignore_index: int = -100):
+def pack_batch(
+    batch: Mapping[str, Any],
+    lengths: Sequence[int],
+    ignore_index: int = -100,
+    row_pixels: bool = False,
+):
     """A right-padded batch (n rows) -> one packed row of sum(lengths) tokens.
 
     Per-token tensors are cut to each row's length and concatenated; `position_ids` restart
     at 0 per row; there is no `attention_mask` (the packed mask comes from the position ids);
-    each row's first label is ignored; media tensors keep row order.
+    each row's first label is ignored; media tensors keep row order. `row_pixels`: the
+    processor stacks images per row (Idefics2/3, SmolVLM: rows x images x ...), which become
+    one row of images.
     """
     import torch
 
@@ -316,22 +323,19 @@ def pack_batch(batch: Mapping[str, Any], lengths: Sequence[int], ignore_index: i
         out["labels"][0, starts] = ignore_index
     out["position_ids"] = torch.cat([torch.arange(L) for L in lengths])[None]
     out[SEQ_LENS_KEY] = torch.tensor(list(lengths), dtype=torch.long)
-    for key in ("pixel_values", "pixel_attention_mask"):
+    for key in ("pixel_values", "pixel_attention_mask") if row_pixels else ():
         value = out.get(key)
-        # Per-row image stacks (Idefics2/3, SmolVLM: rows x images x ...): one row of images.
-        if isinstance(value, torch.Tensor) and value.dim() >= 5 and value.shape[0] == n and n > 1:
+        if isinstance(value, torch.Tensor) and value.dim() >= 4 and value.shape[0] == n:
             out[key] = value.reshape(1, n * value.shape[1], *value.shape[2:])
-        elif key == "pixel_attention_mask" and isinstance(value, torch.Tensor):
-            if value.dim() == 4 and value.shape[0] == n and n > 1:
-                out[key] = value.reshape(1, n * value.shape[1], *value.shape[2:])
     return out
 
 
 class PackingCollator:
     """`VLMCollator` + packing: raw rows (or bins of raw rows) -> one packed row per batch."""
 
-    def __init__(self, collator: Any) -> None:
+    def __init__(self, collator: Any, sources: Mapping[str, Any] | None = None) -> None:
         self.collator = collator
+        self.sources = dict(sources or {})  # split -> raw dataset (items of a bin dataset)
 
     def __getattr__(self, name: str) -> Any:  # stats, tokenizer, cfg ... of the inner one
         if name == "collator":
@@ -345,7 +349,11 @@ class PackingCollator:
 
         rows: list[Mapping[str, Any]] = []
         for item in items:
-            rows.extend(item[ROWS_KEY] if ROWS_KEY in item else [item])
+            if BIN_KEY in item:
+                source = self.sources[item[SPLIT_KEY]]
+                rows.extend(source[int(i)] for i in item[BIN_KEY])
+            else:
+                rows.append(item)
         examples = [row_to_example(r, self.collator.cfg, r.get(ROW_INDEX_KEY)) for r in rows]
         return [e for e in self.collator.encode_examples(examples) if not e.drop_reason]
 
@@ -373,7 +381,9 @@ class PackingCollator:
         """Encodings -> one packed row (the padded batch of the inner collator, unpadded)."""
         padded = self.collator.collate_encoded(encoded)
         ignore = self.collator.cfg.label_masking.ignore_index
-        return pack_batch(padded, [e.length for e in encoded if not e.drop_reason], ignore)
+        lengths = [e.length for e in encoded if not e.drop_reason]
+        row_pixels = bool(getattr(self.collator, "_row_batched_pixels", False))
+        return pack_batch(padded, lengths, ignore, row_pixels=row_pixels)
 
 
 # --------------------------------------------------------------------------- model side
@@ -567,7 +577,7 @@ def prepare_training(
     """
     check_model(cs, model)
     spec = spec_of(cs.train)
-    packer = PackingCollator(collator)
+    packer = PackingCollator(collator, {"train": train_ds, "eval": eval_ds})
     if not spec.packing:
         return packer, train_ds, eval_ds
     capacity = cs.collator.text_processing.max_length
@@ -582,5 +592,32 @@ def prepare_training(
             dropped = sum(1 for x in lengths if x is None)
             extra = f"; {dropped} rows dropped by the length policy" if dropped else ""
             say(f"packing {name}: {describe(bin_report(bins, lengths, capacity))}{extra}")
-        out.append(BinDataset(ds, bins))
+        out.append(bin_dataset(bins, name))
     return packer, out[0], out[1]
+
+
+def validate_bins(cs: Any, lengths: Sequence[int]) -> tuple[dict[str, Any] | None, Any]:
+    """validate's data pass: the bins the checked rows make (summary, info finding).
+
+    `lengths` are the rows' untruncated lengths; the length policy is applied here as training
+    applies it (truncate_text cuts to max_length, the other policies drop longer rows).
+    """
+    spec = spec_of(cs.train)
+    if not spec.packing or not lengths:
+        return None, None
+    tp = cs.collator.text_processing
+    trained: list[int | None] = []
+    for n in lengths:
+        if tp.truncation and n > tp.max_length:
+            trained.append(tp.max_length if tp.truncation_policy == "truncate_text" else None)
+        else:
+            trained.append(int(n))
+    report = bin_report(make_bins(trained, tp.max_length), trained, tp.max_length)
+    finding = cs.finding(
+        "info",
+        "train",
+        "packing",
+        f"packing the checked rows: {describe(report)}",
+        code="packing-bins",
+    )
+    return report, finding
