@@ -45,3 +45,14 @@ result = {
 (out / "gpu-demo.json").write_text(json.dumps(result, indent=2))
 print(json.dumps(result, indent=2))
 PY
+
+# Packing (issue #15): a random Qwen2-VL-2B-shaped model in bf16 on the same generated rows
+# (abo_vqa_csv-like, 1-3 images per row): padded-token fractions, tokens/s and peak GPU memory,
+# packed vs padded vs a plain TRL script (SFTTrainer + TRL's own vision collator, padded).
+# About 2-4 minutes on one H200; set SKIP_PACKING=1 to skip. Writes OUT/packing/bench-packing.json.
+if [ -z "${SKIP_PACKING:-}" ]; then
+  timeout "${PACKING_TIMEOUT:-420}" python benchmarks/bench_packing.py \
+    --device cuda --shape qwen2-vl-2b --rows "${PACKING_ROWS:-256}" --batch 8 \
+    --capacity 4096 --repeats 1 --trl --out "$OUT/packing" \
+    || echo "bench_packing.py failed or timed out (exit $?)" >&2
+fi

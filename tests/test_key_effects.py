@@ -36,7 +36,7 @@ class Effect:
 
     base: str  # which base config set: img | entry | q4 | vid | both | chat | chatvid
     change: tuple[str, ...]  # --set overrides applied on top of the base (and of `extra`)
-    probe: str  # batch | data | load | proc | resolve | devmap | sft | lora | lora_model | findings
+    probe: str  # batch | packed | data | load | proc | resolve | devmap | sft | lora | lora_model | findings
     field: str  # the part of the probe's result that must differ ("*" = anything)
     effect: str  # what the table says
     extra: tuple[str, ...] = ()  # overrides for both sides (a setting the change needs)
@@ -540,6 +540,29 @@ EFFECTS: dict[str, Effect] = {
             ("batch_size", "rows generated together"),
         ]
     },
+    # vlmctl's packing (SFTConfig's names, never passed to TRL: it refuses them for images)
+    **{
+        f"train.{k}": E(
+            "img",
+            [f"train.{k}=true"],
+            "packed",
+            "tensors",
+            what,
+        )
+        for k, what in [
+            (
+                "packing",
+                "rows go into bins of max_length tokens and each batch is ONE padding-free row "
+                "(position_ids restart per row; the Trainer's items are bins)",
+            ),
+            ("padding_free", "each batch of rows is ONE padding-free row (position_ids per row)"),
+        ]
+    },
+    "train.packing_strategy": U(
+        "one allowed value (bfd): the others (TRL's bfd_split, wrapped) split rows, which media "
+        "spans forbid, and are refused",
+        "how rows are placed into bins: best-fit decreasing",
+    ),
     "train.remove_unused_columns": E(
         "img",
         ["train.remove_unused_columns=true"],
@@ -819,6 +842,19 @@ class Probes:
         out["decoders"] = sorted(k for k in col.stats if k.startswith("video_decoder_"))
         return out
 
+    def packed(self, cs):
+        """The batch the worker's data collator makes (packed when packing is on)."""
+        from vlmctl.collate import VLMCollator
+        from vlmctl.data.dataset import load_splits
+        from vlmctl.packing import PackingCollator, spec_of
+
+        data = load_splits(cs.collator, cs.dir)
+        col = VLMCollator(self.processor(), cs.collator, data.media_dirs, model_type="qwen2_vl")
+        if spec_of(cs.train).on:
+            col = PackingCollator(col)
+        b = col([data.train[i] for i in range(len(data.train))])
+        return {"tensors": {k: list(v.shape) for k, v in b.items() if hasattr(v, "shape")}}
+
     def data(self, cs):
         from vlmctl.data.dataset import load_splits
 
@@ -961,6 +997,6 @@ def test_effect_rows_are_well_formed():
             continue
         assert e.change and e.probe in {
             "batch", "data", "load", "proc", "resolve", "devmap", "sft", "lora", "lora_model",
-            "findings",
+            "findings", "packed",
         }, key  # fmt: skip
         assert typing.get_type_hints(Effect)  # the table's columns exist

@@ -265,7 +265,7 @@ def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
             "padding_tokens": sum(1 for t in tokens if t["part"] == "pad"),
             "text": enc.text, "spans": spans, "tokens": tokens,
         })  # fmt: skip
-    return {
+    doc = {
         "version": PREVIEW_VERSION,
         "config_dir": str(cs.dir),
         "model": {"model_id": res.model_id, "model_class": res.model_class,
@@ -280,6 +280,12 @@ def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
         },
         "samples": samples,
     }  # fmt: skip
+    from vlmctl.packing import describe, validate_bins
+
+    packing, _ = validate_bins(cs, [e.original_length for e in encoded if not e.drop_reason])
+    if packing is not None:  # packing: true: the bins these rows would make in training
+        doc["packing"] = {**packing, "text": describe(packing)}
+    return doc
 
 
 def render_preview_text(doc: dict, file: Any = None) -> None:
@@ -353,3 +359,5 @@ def render_preview_text(doc: dict, file: Any = None) -> None:
         f"padding: {b['pad_tokens']} of {b['total_tokens']} tokens "
         f"({100 * b['padding_fraction']:.1f}%)"
     )
+    if doc.get("packing"):
+        console.print(f"packing (train): {doc['packing']['text']}; no padding in a packed row")

@@ -391,6 +391,11 @@ def _summarise(
         if advice is not None:
             summary["truncation"]["fit"] = advice["changes"]
             findings.append(advice["finding"])
+    from vlmctl.packing import validate_bins
+
+    summary["packing"], packing_note = validate_bins(cs, col.lengths)
+    if packing_note is not None:
+        findings.append(packing_note)
     _supervised_section(cs, col, total, n_checked, sample, result)
 
 

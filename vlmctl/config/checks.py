@@ -705,6 +705,12 @@ def _report_to(cs: ConfigSet) -> list[Finding]:
     return out
 
 
+def _packing(cs: ConfigSet) -> list[Finding]:
+    from vlmctl.packing import config_findings
+
+    return config_findings(cs)
+
+
 _RULES = (
     ({"train"}, _precision),
     ({"collator"}, _media),
@@ -719,4 +725,5 @@ _RULES = (
     ({"collator"}, _no_effect),
     ({"peft"}, _peft),
     ({"train"}, _report_to),
+    ({"model", "collator", "train"}, _packing),
 )

@@ -10,7 +10,7 @@ vlmctl's own keys (`generation_eval`) are typed here and never passed to `SFTCon
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,8 +33,11 @@ class GenerationEvalConfig(BaseModel):
     batch_size: PositiveInt = 8
 
 
-VLMCTL_KEYS = frozenset({"generation_eval"})
-"""Keys of `train_config.yaml` that are vlmctl's, not SFTConfig fields."""
+VLMCTL_KEYS = frozenset({"generation_eval", "packing", "padding_free", "packing_strategy"})
+"""Keys of `train_config.yaml` that vlmctl handles itself and never passes to SFTConfig.
+
+`packing` / `padding_free` / `packing_strategy` are SFTConfig's names, but TRL refuses them for
+vision data: vlmctl packs in its own collator (vlmctl/packing.py)."""
 
 
 class TrainConfig(BaseModel):
@@ -67,6 +70,23 @@ class TrainConfig(BaseModel):
     report_to: list[str] | str = Field(default_factory=lambda: ["wandb"])
     run_name: str | None = None
     seed: int = 42
+    packing: bool = Field(
+        default=False,
+        description="vlmctl: pack rows into bins of collator text_processing.max_length tokens "
+        "(true lengths, media included; rows never split); each batch of bins becomes one "
+        "padding-free row whose attention never crosses rows. per_device_train_batch_size "
+        "then counts bins. Refused for families where it cannot be exact.",
+    )
+    padding_free: bool = Field(
+        default=False,
+        description="vlmctl: without packing, each batch of rows becomes one padding-free row "
+        "(no bins). packing: true implies it.",
+    )
+    packing_strategy: Literal["bfd"] = Field(
+        default="bfd",
+        description="How rows are placed into bins: bfd (best-fit decreasing). TRL's "
+        "bfd_split and wrapped split rows, which media spans forbid.",
+    )
     generation_eval: GenerationEvalConfig | None = Field(
         default=None,
         description="vlmctl: exact match, token F1, ROUGE-L and ANLS of generated answers on "

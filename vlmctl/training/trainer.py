@@ -104,6 +104,25 @@ class VlmctlTrainer(SFTTrainer):
             self._length_sampler.set_epoch(epoch)
         return super()._run_epoch(*args, **kwargs)
 
+    # --- packed batches (vlmctl/packing.py) ------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from vlmctl.packing import SEQ_LENS_KEY
+
+        if SEQ_LENS_KEY not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from vlmctl.packing import model_inputs
+
+        inputs = model_inputs(model, inputs)  # M-RoPE positions per row, where the model has them
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        pos = inputs["position_ids"]
+        if self.model.training and pos.dim() == 3:
+            # TRL counts tokens as position_ids.size(1): 1 for the (4, 1, T) M-RoPE layout.
+            missed = torch.tensor(pos.shape[-1] - pos.shape[1], device=pos.device)
+            self._total_train_tokens += int(self.accelerator.gather_for_metrics(missed).sum())
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return out
+
     # --- loss over the whole run --------------------------------------------------------------
 
     def _load_callback_state(self) -> None:

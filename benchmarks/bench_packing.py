@@ -1,0 +1,364 @@
+"""Padding and training speed: default batching vs length grouping vs packing (issue #15).
+
+    python benchmarks/bench_packing.py [--rows 96] [--batch 8] [--out /tmp/bench-packing]
+    python benchmarks/bench_packing.py --device cuda --shape qwen2-vl-2b --trl   (GPU, bf16)
+
+Rows like /work/shared/data's abo_vqa_csv (a product photo, a short question, a one-word
+answer), with ONE TO THREE images per row of varied sizes, are generated locally (nothing is
+read from /work/shared). Every row is encoded once by vlmctl's collator to get its exact length
+(media tokens included). Then, on the same rows:
+
+1. Padded-token fraction of one epoch: default batching (random order, `--batch` rows padded
+   to the longest), length grouping (the Trainer's LengthGroupedSampler on the exact lengths),
+   and packing (bins of `--capacity` tokens, best-fit decreasing: the share of bin capacity
+   left empty; the packed tensor itself carries no padding at all). Goal: packing <= 2%.
+2. Training tokens/s, one epoch, packed vs padded (default batching): the same model
+   initialisation, AdamW, the collator's work included; tokens = real (non-pad) tokens.
+   Goal: packed >= 1.5x padded on the CPU tiny Qwen2-VL.
+   `--shape qwen2-vl-2b` uses a random model of Qwen2-VL-2B's sizes (28 layers, hidden 1536,
+   vision depth 32) with the tiny tokenizer, for a GPU; `--trl` adds a plain TRL script
+   (SFTTrainer + TRL's own vision collator, padded) on the same rows. Peak GPU memory is
+   reported per mode on CUDA.
+Prints a JSON summary and writes OUT/bench-packing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+OBJECTS = {
+    "shoe": ["main color", "style", "heel type", "toe shape", "upper material"],
+    "bed": ["main color", "headboard shape", "frame material", "number of legs"],
+    "bracelet": ["metal color", "clasp type", "stone shape", "overall style"],
+    "microwave": ["main color", "handle color", "number of control panels"],
+    "chair": ["seat material", "leg color", "backrest shape", "number of legs"],
+}
+ANSWERS = ["white", "black", "leather", "four", "curved", "gold", "square", "wood", "kitten"]
+
+
+def make_rows(n: int, seed: int = 0, max_side: int = 128) -> list[dict]:
+    """abo_vqa_csv-like rows with 1-3 images each (PIL images of varied sizes)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        obj = rng.choice(list(OBJECTS))
+        k = rng.choice([1, 1, 2, 3])  # one to three photos of the product
+        images = []
+        for _ in range(k):
+            w, h = rng.randint(32, max_side), rng.randint(32, max_side)
+            arr = np.random.default_rng(seed * 1000 + i * 3 + len(images)).integers(
+                0, 255, (h, w, 3), dtype=np.uint8
+            )
+            images.append(Image.fromarray(arr))
+        q = f"What is the {rng.choice(OBJECTS[obj])} of the {obj}"
+        if rng.random() < 0.3:
+            q += " shown in " + ("these photos" if k > 1 else "this photo")
+        rows.append({"images": images, "question": q, "answer": rng.choice(ANSWERS)})
+    return rows
+
+
+def to_example(row: dict, i: int):
+    from vlmctl.data.example import Example
+
+    content = [{"type": "image"} for _ in row["images"]]
+    content.append({"type": "text", "text": row["question"]})
+    messages = [
+        {"role": "user", "content": content},
+        {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]},
+    ]
+    return Example(messages=messages, images=list(row["images"]), videos=[], row=i)
+
+
+def _pixels(ip, lo: int, hi: int) -> None:
+    ip.min_pixels, ip.max_pixels = lo, hi
+    ip.size = {"shortest_edge": lo, "longest_edge": hi}
+
+
+def build_model(shape: str, folder: Path, device: str, dtype, layers: int | None = None):
+    """(processor, model): the tiny Qwen2-VL twin, or a random Qwen2-VL-2B-shaped model."""
+    import torch
+    import transformers as tf
+
+    from vlmctl.testing.tiny import build_tiny_model
+
+    tiny = build_tiny_model("qwen2_vl", folder / "tiny")
+    processor = tf.AutoProcessor.from_pretrained(str(tiny))
+    ip = processor.image_processor
+    if shape == "tiny":
+        _pixels(ip, 16 * 16, 128 * 128)  # images up to 128 px keep their size: 4-64 tokens
+        model = tf.AutoModelForImageTextToText.from_pretrained(str(tiny))
+    else:  # Qwen2-VL-2B's sizes, random weights, the tiny tokenizer's ids
+        cfg = tf.AutoConfig.from_pretrained(str(tiny))
+        text = cfg.text_config
+        for key, value in {
+            "hidden_size": 1536,
+            "intermediate_size": 8960,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 2,
+            "head_dim": 128,
+            "vocab_size": 151936,
+            "max_position_embeddings": 32768,
+        }.items():
+            setattr(text, key, value)
+        text.rope_parameters = {
+            "rope_type": "default",
+            "rope_theta": 1e6,
+            "mrope_section": [16, 24, 24],
+        }
+        v = cfg.vision_config
+        for key, value in {
+            "depth": 32,
+            "embed_dim": 1280,
+            "hidden_size": 1536,
+            "num_heads": 16,
+            "mlp_ratio": 4,
+            "patch_size": 14,
+        }.items():
+            setattr(v, key, value)
+        ip.patch_size, ip.merge_size = 14, 2
+        _pixels(ip, 56 * 56, 448 * 448)
+        if layers:  # a smoke test of this path on a CPU
+            text.num_hidden_layers, v.depth = layers, layers
+            text.layer_types = text.layer_types[:layers] if text.layer_types else None
+        elif text.layer_types:
+            text.layer_types = [text.layer_types[0]] * text.num_hidden_layers
+        torch.manual_seed(0)
+        model = tf.Qwen2VLForConditionalGeneration(cfg)
+    model = model.to(device=device, dtype=dtype)
+    model.config.use_cache = False
+    return processor, model
+
+
+def padded_fraction(batches: list[list[int]], lengths: list[int]) -> float:
+    real = sum(lengths[i] for b in batches for i in b)
+    total = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - real / total
+
+
+def train_epoch(model, batches, collate, device, lr=1e-4) -> dict:
+    """One pass over `batches` (lists of encodings): tokens/s over collate + step time."""
+    import torch
+
+    from vlmctl.packing import model_inputs
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    real = seen = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for encs in batches:
+        batch = collate(encs)
+        n_sup = int((batch["labels"][..., 1:] != -100).sum())
+        batch = model_inputs(model, batch)
+        labels = batch.pop("labels")
+        batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(),
+            labels[:, 1:].flatten().to(device),
+            ignore_index=-100,
+            reduction="sum",
+        ) / max(1, n_sup)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        real += sum(e.length for e in encs)
+        seen += batch["input_ids"].numel()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = {
+        "cpu_seconds": round(cpu, 2),
+        "tokens_per_cpu_second": round(real / cpu, 1),
+        "seconds": round(secs, 2),
+        "tokens": real,
+        "tensor_tokens": seen,
+        "tokens_per_second": round(real / secs, 1),
+        "steps": len(batches),
+    }
+    if device == "cuda":
+        out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def run_trl(processor, model, rows, batch: int, out: Path, bf16: bool) -> dict:
+    """A plain TRL script on the same rows: SFTTrainer + its own vision collator (padded)."""
+    import datasets
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    ds = datasets.Dataset.from_list(
+        [
+            {
+                "images": r["images"],
+                "prompt": [to_example(r, 0).messages[0]],
+                "completion": [to_example(r, 0).messages[1]],
+            }
+            for r in rows
+        ]
+    )
+    args = SFTConfig(
+        output_dir=str(out / "trl"),
+        num_train_epochs=1,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-4,
+        save_strategy="no",
+        report_to="none",
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        max_length=None,
+        logging_steps=1000,
+        disable_tqdm=True,
+        activation_checkpointing=False,
+        include_num_input_tokens_seen="non_padding",
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=processor)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    result = trainer.train()
+    m = result.metrics
+    res = {
+        "seconds": round(m["train_runtime"], 2),
+        "tokens": int(trainer.state.num_input_tokens_seen),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / m["train_runtime"], 1),
+        "steps": trainer.state.global_step,
+    }
+    if torch.cuda.is_available():
+        res["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; returns (and prints) the JSON summary."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", type=int, default=96)
+    p.add_argument("--batch", type=int, default=8, help="rows per padded batch")
+    p.add_argument("--capacity", type=int, default=1024, help="tokens per bin (max_length)")
+    p.add_argument("--bins-per-step", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--shape", default="tiny", choices=["tiny", "qwen2-vl-2b"])
+    p.add_argument("--trl", action="store_true", help="also time a plain TRL script (padded)")
+    p.add_argument("--repeats", type=int, default=2, help="best of N epochs per mode")
+    p.add_argument("--out", default="/tmp/bench-packing")
+    p.add_argument("--layers", type=int, default=None, help="fewer layers (smoke test)")
+    p.add_argument("--no-train", action="store_true", help="padding fractions only")
+    a = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from vlmctl.collate import VLMCollator
+    from vlmctl.config.collator import CollatorConfig
+    from vlmctl.packing import PackingCollator, bin_report, make_bins
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
+    processor, model = build_model(a.shape, out, a.device, dtype, a.layers)
+    cfg = CollatorConfig.model_validate(
+        {
+            "text_processing": {"max_length": a.capacity},
+            "label_masking": {"mask_input_tokens": True},
+        }
+    )
+    col = VLMCollator(processor, cfg, model_type="qwen2_vl")
+    rows = make_rows(a.rows, seed=0, max_side=128 if a.shape == "tiny" else 640)
+    examples = [to_example(r, i) for i, r in enumerate(rows)]
+    t = time.perf_counter()
+    encoded = []
+    for k in range(0, len(examples), 16):
+        encoded += col.encode_examples(examples[k : k + 16])
+    encode_seconds = time.perf_counter() - t
+    keep = [i for i, e in enumerate(encoded) if not e.drop_reason]
+    lengths = [encoded[i].length if i in set(keep) else None for i in range(len(encoded))]
+    L = [x or 0 for x in lengths]
+
+    rng = random.Random(0)
+    order = keep[:]
+    rng.shuffle(order)
+    default = [order[k : k + a.batch] for k in range(0, len(order), a.batch)]
+    g = torch.Generator().manual_seed(0)
+    grouped_order = [
+        keep[i] for i in get_length_grouped_indices([L[i] for i in keep], a.batch, generator=g)
+    ]
+    grouped = [grouped_order[k : k + a.batch] for k in range(0, len(grouped_order), a.batch)]
+    bins = make_bins(lengths, a.capacity)
+    report = bin_report(bins, lengths, a.capacity)
+    rng.shuffle(bins)
+    steps = [sum(bins[k : k + a.bins_per_step], []) for k in range(0, len(bins), a.bins_per_step)]
+
+    summary: dict = {
+        "machine": {
+            "device": torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu",
+            "cpus": os.cpu_count(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "torch_threads": torch.get_num_threads(),
+        },
+        "shape": a.shape,
+        "rows": len(keep),
+        "images_per_row": {n: sum(1 for r in rows if len(r["images"]) == n) for n in (1, 2, 3)},
+        "row_tokens": {
+            "min": min(L[i] for i in keep),
+            "max": max(L),
+            "mean": round(sum(L) / len(keep), 1),
+        },
+        "encode_seconds": round(encode_seconds, 2),
+        "padded_fraction": {
+            "default_batching": round(padded_fraction(default, L), 4),
+            "group_by_length": round(padded_fraction(grouped, L), 4),
+            "packing_bin_slack": round(1 - report["fill_ratio"], 4),
+            "packing_tensor": 0.0,
+        },
+        "bins": report,
+        "batch_rows": a.batch,
+    }
+    packer = PackingCollator(col)
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    if a.no_train:
+        print(json.dumps(summary, indent=2))
+        return summary
+    modes = {"padded": (default, col.collate_encoded), "packed": (steps, packer.collate_encoded)}
+    runs: dict[str, list] = {m: [] for m in modes}
+    for _ in range(a.repeats):  # alternating, so a load change on a shared machine hits both
+        for mode, (batches, collate) in modes.items():
+            model.load_state_dict(init)
+            epoch = [[encoded[i] for i in b] for b in batches]
+            runs[mode].append(train_epoch(model, epoch, collate, a.device))
+    summary["train"] = {m: max(r, key=lambda x: x["tokens_per_second"]) for m, r in runs.items()}
+    tr = summary["train"]
+    summary["speedup_packed_vs_padded"] = round(
+        tr["packed"]["tokens_per_second"] / tr["padded"]["tokens_per_second"], 2
+    )
+    summary["speedup_cpu_seconds"] = round(
+        tr["packed"]["tokens_per_cpu_second"] / tr["padded"]["tokens_per_cpu_second"], 2
+    )
+    if a.trl:
+        model.load_state_dict(init)
+        tr["trl_plain_padded"] = run_trl(processor, model, rows, a.batch, out, a.device == "cuda")
+    summary["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    (out / "bench-packing.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
