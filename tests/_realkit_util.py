@@ -131,3 +131,42 @@ def template_text(family: str, example: Example) -> str:
     return tok.apply_chat_template(
         template_messages(family, example), chat_template=template, tokenize=False
     )
+
+
+_JOB = Path(__file__).resolve().parent / "_realkit_job.py"
+
+
+def run_job(*args: str, timeout: float = 900) -> dict:
+    """Run `tests/_realkit_job.py ARGS` in a child python; its JSON result (last stdout line).
+
+    A child process returns all its memory when it ends: the real-vocabulary logits of a kit
+    model never accumulate in the pytest process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, str(_JOB.parent)])}
+    proc = subprocess.run(
+        [sys.executable, str(_JOB), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=root,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise AssertionError(
+            f"job {args} failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-6000:]}"
+        )
+    return json.loads(lines[-1])
+
+
+@functools.cache
+def built_model_folder(family: str) -> Path:
+    """`kit_model_folder`, built in a child process (once per session)."""
+    out = _ROOT / "model-sub" / family
+    return Path(run_job("build", family, str(out))["folder"])
