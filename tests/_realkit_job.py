@@ -7,6 +7,7 @@ here runs in its own `python` and prints ONE JSON line (the last line of stdout)
 test asserts, plus its peak RSS.
 
     python tests/_realkit_job.py build FAMILY OUT_DIR
+    python tests/_realkit_job.py build-all OUT_ROOT FAMILY...
     python tests/_realkit_job.py train FAMILY MODEL_DIR WORK_DIR
 """
 
@@ -16,6 +17,7 @@ import json
 import math
 import resource
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -36,6 +38,21 @@ def build(family: str, out: str) -> dict:
         warnings.simplefilter("ignore")
         folder = build_kit_model(kit(family), out)
     return {"folder": str(folder)}
+
+
+def build_all(out_root: str, *families: str) -> dict:
+    """`build` for several kits in one process (one import of torch/transformers for all)."""
+    import gc
+    import traceback
+
+    folders, errors = {}, {}
+    for family in families:
+        try:
+            folders[family] = build(family, str(Path(out_root) / family))["folder"]
+        except Exception:  # noqa: BLE001 - reported per family, the test shows it
+            errors[family] = traceback.format_exc()[-4000:]
+        gc.collect()
+    return {"folders": folders, "errors": errors}
 
 
 def train(family: str, base: str, work: str) -> dict:
@@ -122,7 +139,9 @@ def train(family: str, base: str, work: str) -> dict:
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     job, args = argv[0], argv[1:]
-    result = {"build": build, "train": train}[job](*args)
+    start = time.perf_counter()
+    result = {"build": build, "build-all": build_all, "train": train}[job](*args)
+    result["seconds"] = round(time.perf_counter() - start, 1)
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     print(json.dumps(result, default=str))
     return 0

@@ -166,7 +166,40 @@ def run_job(*args: str, timeout: float = 900) -> dict:
 
 
 @functools.cache
+def _built_folders() -> dict:
+    """Every available model kit built by ONE child process (imports paid once)."""
+    families = [p.values[0] for p in kit_params(models_only=True) if not p.marks]
+    return run_job("build-all", str(_ROOT / "model-sub"), *families)
+
+
 def built_model_folder(family: str) -> Path:
-    """`kit_model_folder`, built in a child process (once per session)."""
-    out = _ROOT / "model-sub" / family
-    return Path(run_job("build", family, str(out))["folder"])
+    """`kit_model_folder`, built in a child process (all kits at once, once per session)."""
+    built = _built_folders()
+    if family not in built["folders"]:
+        raise AssertionError(f"{family}: building its kit model failed:\n{built['errors'][family]}")
+    return Path(built["folders"][family])
+
+
+@functools.cache
+def _train_pool():
+    """Train jobs of every model kit, started together (VLMCTL_REALKIT_JOBS at a time, default
+    2), each in its own child process: a family's test waits only for its own result."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, int(os.environ.get("VLMCTL_REALKIT_JOBS", "2")))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realkit")
+    futures = {}
+    for family in _built_folders()["folders"]:
+        work = _ROOT / "train" / family
+        work.mkdir(parents=True, exist_ok=True)
+        base = str(built_model_folder(family))
+        futures[family] = pool.submit(run_job, "train", family, base, str(work))
+    pool.shutdown(wait=False)
+    return futures
+
+
+def train_result(family: str) -> dict:
+    """The train job's JSON result for `family` (raises what the job raised)."""
+    built_model_folder(family)  # a build failure reports itself
+    return _train_pool()[family].result()

@@ -308,6 +308,9 @@ def _make_consistent(data: dict, shrink: dict) -> None:
             vision["intermediate_layers_indices"] = list(range(depth))
         if "num_global_layers" in vision:
             vision["num_global_layers"] = 1
+        if "vision_output_dim" in vision:  # the final + each intermediate layer, concatenated
+            layers = len(vision.get("intermediate_layers_indices") or []) + 1
+            vision["vision_output_dim"] = vision["hidden_size"] * layers
         vision.update(over)
     if "projection_dim" in data and text is not data:  # PaliGemma: the projector's output
         data["projection_dim"] = text.get("hidden_size", data["projection_dim"])
@@ -394,11 +397,22 @@ def _image_side(image_processor) -> int | None:
 def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
     """`assemble_kit` plus a tiny random model in the real config's shape (saved weights)."""
     import torch
-    import transformers as tf
 
     out = assemble_kit(kit, out_dir)
     if not kit.build_model:
         return out
+    config, model_cls = kit_model_config(kit, out)
+    check_tiny(config, model_cls, kit)
+    torch.manual_seed(seed)
+    model = model_cls.from_config(config, trust_remote_code=kit.remote_code)
+    model.save_pretrained(str(out))
+    return out
+
+
+def kit_model_config(kit: Kit, out: Path):
+    """The shrunk config of an assembled kit folder, and the Auto class that builds it."""
+    import transformers as tf
+
     shrink = kit.raw.get("shrink") or {}
     cfg_path = out / "config.json"
     if cfg_path.exists():
@@ -442,11 +456,7 @@ def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
             **{**data, "model_type": data.get("model_type", kit.model_type)}
         )
         model_cls = tf.AutoModelForImageTextToText
-    check_tiny(config, model_cls, kit)
-    torch.manual_seed(seed)
-    model = model_cls.from_config(config, trust_remote_code=kit.remote_code)
-    model.save_pretrained(str(out))
-    return out
+    return config, model_cls
 
 
 MAX_KIT_PARAMS = 60_000_000
