@@ -119,9 +119,12 @@ def train(family: str, base: str, work: str) -> dict:
             "content": [{"type": "image", "image": image(5)}, {"type": "text", "text": "Colour?"}],
         }
     ]
-    inputs = proc.apply_chat_template(
-        msgs, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )
+    if getattr(proc, "chat_template", None) or getattr(proc.tokenizer, "chat_template", None):
+        inputs = proc.apply_chat_template(
+            msgs, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+    else:  # a prefix/suffix processor (PaliGemma pt): the prompt is the prefix
+        inputs = proc(text="Colour?", images=image(5), return_tensors="pt")
     with torch.inference_mode():
         ids = merged.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     return {

@@ -181,16 +181,19 @@ def built_model_folder(family: str) -> Path:
 
 
 @functools.cache
-def _train_pool():
-    """Train jobs of every model kit, started together (VLMCTL_REALKIT_JOBS at a time, default
-    2), each in its own child process: a family's test waits only for its own result."""
+def _train_pool(selected: tuple[str, ...]):
+    """Train jobs of the selected kits, queued together (VLMCTL_REALKIT_JOBS at a time, default
+    1: one child can peak at ~10 GB), each in its own child process: a family's test waits only
+    for its own result."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    workers = max(1, int(os.environ.get("VLMCTL_REALKIT_JOBS", "2")))
+    workers = max(1, int(os.environ.get("VLMCTL_REALKIT_JOBS", "1")))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realkit")
     futures = {}
-    for family in _built_folders()["folders"]:
+    for family in selected:
+        if family not in _built_folders()["folders"]:
+            continue
         work = _ROOT / "train" / family
         work.mkdir(parents=True, exist_ok=True)
         base = str(built_model_folder(family))
@@ -199,7 +202,8 @@ def _train_pool():
     return futures
 
 
-def train_result(family: str) -> dict:
-    """The train job's JSON result for `family` (raises what the job raised)."""
+def train_result(family: str, selected: tuple[str, ...]) -> dict:
+    """The train job's JSON result for `family` (raises what the job raised); `selected` are
+    the families this run's tests ask for (their jobs start together)."""
     built_model_folder(family)  # a build failure reports itself
-    return _train_pool()[family].result()
+    return _train_pool(tuple(selected))[family].result()
