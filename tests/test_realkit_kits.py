@@ -85,7 +85,13 @@ class TestInternVLChatProcessor:
 
     @pytest.mark.parametrize(
         ("size", "grid"),
-        [((32, 32), (1, 1)), ((896, 448), (2, 1)), ((448, 1344), (1, 3)), ((300, 299), (1, 1)), ((1000, 999), (3, 3))],
+        [
+            ((32, 32), (1, 1)),
+            ((896, 448), (2, 1)),
+            ((448, 1344), (1, 3)),
+            ((300, 299), (1, 1)),
+            ((1000, 999), (3, 3)),
+        ],
     )
     def test_tile_grid_follows_the_aspect_ratio(self, size, grid):
         from vlmctl.models.internvl_chat import closest_grid
@@ -131,3 +137,15 @@ class TestInternVLChatProcessor:
     def test_more_images_than_tags_is_refused(self):
         with pytest.raises(ValueError, match="tags"):
             _internvl()("<s>no tag here", [image(0)])
+
+
+def test_preview_pieces_of_negative_media_ids_do_not_reach_the_tokenizer():
+    """Phi-3-vision's processor writes image positions as negative ids; the slow/fast tokenizer
+    raises OverflowError on them (seen through `vlmctl preview` on the phi3_v kit)."""
+    from vlmctl.preview import decode_pieces
+
+    tok = kit_processor("phi3_v").tokenizer
+    ids = tok("red").input_ids
+    pieces = decode_pieces(tok, [-1, -1, *ids])
+    assert pieces[:2] == ["<image>", "<image>"]
+    assert "".join(pieces[2:]).strip().endswith("red")
