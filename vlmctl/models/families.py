@@ -73,7 +73,7 @@ FAMILIES: tuple[Family, ...] = (
            "Gemma3ForConditionalGeneration", "released", True, True, False, False, _ALL),
     Family("idefics2", "Idefics2", "HuggingFaceM4/idefics2-8b", "idefics2",
            "Idefics2ForConditionalGeneration", "released (TRL copy)", True, True, False,
-           False, ()),
+           False, _ALL),
     Family("idefics3", "Idefics3", "HuggingFaceM4/Idefics3-8B-Llama3", "idefics3",
            "Idefics3ForConditionalGeneration", "released", True, True, False, False, _ALL),
     Family("smolvlm", "SmolVLM / SmolVLM2", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "smolvlm",
