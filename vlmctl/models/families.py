@@ -77,7 +77,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("idefics3", "Idefics3", "HuggingFaceM4/Idefics3-8B-Llama3", "idefics3",
            "Idefics3ForConditionalGeneration", "released", True, True, False, False, _ALL),
     Family("smolvlm", "SmolVLM / SmolVLM2", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "smolvlm",
-           "SmolVLMForConditionalGeneration", "released", True, True, True, False, _ALL),
+           "SmolVLMForConditionalGeneration", "released", True, True, True, False, _MASK),
     Family("mllama", "Llama-3.2-Vision", "meta-llama/Llama-3.2-11B-Vision-Instruct", "mllama",
            "MllamaForConditionalGeneration", "transformers' tests", True, True, False, False,
            _ALL),
