@@ -21,8 +21,11 @@ KNOWN_BROKEN: dict[str, str] = {
     "shrunk size disagrees is not found yet",
     "smolvlm": "merge verify (vlmctl.merge after the #14 split) refuses the merged SmolVLM: "
     "'merged model differs from the adapter model' with max |dlogit| 4.8e-07 and top-1 "
-    "agreement 100% (passed before that split); the step itself runs with a finite loss",
+    "agreement 100% in some runs, passes in others (seen both after that split); the step "
+    "itself runs with a finite loss",
 }
+# Kits in KNOWN_BROKEN whose failure is intermittent (non-strict xfail: a pass is not an error).
+FLAKY = {"smolvlm"}
 # Kits that build no model (kit.yaml `model: false`): why, for the matrix and the report.
 NO_MODEL = {
     "phi3_v": "no modeling_phi3_v.py in the kit (only the processing code was found in a "
@@ -43,7 +46,8 @@ def _train_params():
         family = param.values[0]
         marks = list(param.marks)
         if family in KNOWN_BROKEN:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[family]))
+            strict = family not in FLAKY
+            marks.append(pytest.mark.xfail(strict=strict, reason=KNOWN_BROKEN[family]))
         out.append(pytest.param(family, marks=marks, id=family))
     return out
 
