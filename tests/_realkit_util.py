@@ -131,3 +131,79 @@ def template_text(family: str, example: Example) -> str:
     return tok.apply_chat_template(
         template_messages(family, example), chat_template=template, tokenize=False
     )
+
+
+_JOB = Path(__file__).resolve().parent / "_realkit_job.py"
+
+
+def run_job(*args: str, timeout: float = 900) -> dict:
+    """Run `tests/_realkit_job.py ARGS` in a child python; its JSON result (last stdout line).
+
+    A child process returns all its memory when it ends: the real-vocabulary logits of a kit
+    model never accumulate in the pytest process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, str(_JOB.parent)])}
+    proc = subprocess.run(
+        [sys.executable, str(_JOB), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=root,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise AssertionError(
+            f"job {args} failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-6000:]}"
+        )
+    return json.loads(lines[-1])
+
+
+@functools.cache
+def _built_folders() -> dict:
+    """Every available model kit built by ONE child process (imports paid once)."""
+    families = [p.values[0] for p in kit_params(models_only=True) if not p.marks]
+    return run_job("build-all", str(_ROOT / "model-sub"), *families)
+
+
+def built_model_folder(family: str) -> Path:
+    """`kit_model_folder`, built in a child process (all kits at once, once per session)."""
+    built = _built_folders()
+    if family not in built["folders"]:
+        raise AssertionError(f"{family}: building its kit model failed:\n{built['errors'][family]}")
+    return Path(built["folders"][family])
+
+
+@functools.cache
+def _train_pool(selected: tuple[str, ...]):
+    """Train jobs of the selected kits, queued together (VLMCTL_REALKIT_JOBS at a time, default
+    1: one child can peak at ~10 GB), each in its own child process: a family's test waits only
+    for its own result."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, int(os.environ.get("VLMCTL_REALKIT_JOBS", "1")))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realkit")
+    futures = {}
+    for family in selected:
+        if family not in _built_folders()["folders"]:
+            continue
+        work = _ROOT / "train" / family
+        work.mkdir(parents=True, exist_ok=True)
+        base = str(built_model_folder(family))
+        futures[family] = pool.submit(run_job, "train", family, base, str(work))
+    pool.shutdown(wait=False)
+    return futures
+
+
+def train_result(family: str, selected: tuple[str, ...]) -> dict:
+    """The train job's JSON result for `family` (raises what the job raised); `selected` are
+    the families this run's tests ask for (their jobs start together)."""
+    built_model_folder(family)  # a build failure reports itself
+    return _train_pool(tuple(selected))[family].result()

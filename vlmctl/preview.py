@@ -196,7 +196,8 @@ def decode_pieces(tok: Any, ids: list[int]) -> list[str]:
     """One display piece per token. Byte-level pieces of non-Latin text (a Chinese character,
     a Korean syllable, an emoji spread over 2-4 tokens) decode to U+FFFD one at a time: such a
     run is decoded together, its text goes on its first token and the others get ""."""
-    pieces = [tok.decode([t]) for t in ids]
+    # Negative ids are media positions (Phi-3-vision), not vocabulary: the tokenizer raises.
+    pieces = [tok.decode([t]) if t >= 0 else "<image>" for t in ids]
     out = list(pieces)
     i, n = 0, len(ids)
     while i < n:
@@ -204,6 +205,8 @@ def decode_pieces(tok: Any, ids: list[int]) -> list[str]:
             i += 1
             continue
         for j in range(i + 2, min(n, i + 8) + 1):
+            if min(ids[i:j]) < 0:
+                break
             text = tok.decode(ids[i:j])
             if "\ufffd" not in text:
                 out[i] = text

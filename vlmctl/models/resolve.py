@@ -362,7 +362,10 @@ def load_processor(
     if res.source == "remote_code" or res.processor_class == AUTO_PROCESSOR or foreign:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path, **kwargs)
+        from vlmctl.models.internvl_chat import wrap_processor
+
+        # InternVL2 ships no processor (AutoProcessor gives its tokenizer): vlmctl's adapter.
+        return wrap_processor(AutoProcessor.from_pretrained(path, **kwargs), path)
     return _class(res.import_path, res.processor_class).from_pretrained(path, **kwargs)
 
 

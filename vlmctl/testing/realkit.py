@@ -31,6 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmctl.testing.realkit_shrink import (
+    _TEXT_SHRINK,
+    _VISION_SHRINK,
+    _make_consistent,
+    _match_token_ids,
+    _shrink,
+    _text_key,
+    check_tiny,
+)
+
 KIT_FILE = "kit.yaml"
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -41,22 +51,6 @@ _TOKENIZER_FILES = (
     "special_tokens_map.json",
     "added_tokens.json",
 )
-# Shrunk sizes: hidden sizes, layers and heads only (token ids, vocab, patch/image sizes stay).
-_TEXT_SHRINK = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-}
-_VISION_SHRINK = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "projection_dim": 32,
-}
 
 
 @dataclass
@@ -249,24 +243,27 @@ def load_kit_processor(folder: str | Path, kit: Kit):
     """`AutoProcessor.from_pretrained` of an assembled kit, the way a user's model loads."""
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(str(folder), trust_remote_code=kit.remote_code)
+    from vlmctl.models.internvl_chat import wrap_processor
+
+    proc = AutoProcessor.from_pretrained(str(folder), trust_remote_code=kit.remote_code)
+    return wrap_processor(proc, folder)
 
 
-def _shrink(cfg: dict, sizes: dict, override: dict) -> dict:
-    out = dict(cfg)
-    out.pop("layer_types", None)  # per-layer lists follow num_hidden_layers (rebuilt by default)
-    for key, value in sizes.items():
-        if key in ("num_key_value_heads", "head_dim", "projection_dim") and key not in cfg:
-            continue
-        out[key] = value
-    out.update(override or {})
-    return out
+def load_kit_model(folder: str | Path, kit: Kit):
+    """The kit's saved tiny model, loaded by the Auto class a user's checkpoint resolves to."""
+    import transformers as tf
+
+    cls = tf.AutoModelForCausalLM if kit.remote_code else tf.AutoModelForImageTextToText
+    return cls.from_pretrained(str(folder), trust_remote_code=kit.remote_code)
 
 
 def _image_side(image_processor) -> int | None:
     """The square side the image processor crops/resizes to (None when it tiles freely)."""
     for attr in ("crop_size", "size"):
         size = getattr(image_processor, attr, None)
+        if size is not None and not isinstance(size, Mapping) and hasattr(size, "height"):
+            # transformers' SizeDict
+            size = {k: getattr(size, k, None) for k in ("height", "width", "shortest_edge")}
         if isinstance(size, Mapping):
             side = size.get("height") or size.get("shortest_edge")
             if isinstance(side, int) and (size.get("width") in (None, side)):
@@ -277,41 +274,67 @@ def _image_side(image_processor) -> int | None:
 def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
     """`assemble_kit` plus a tiny random model in the real config's shape (saved weights)."""
     import torch
-    import transformers as tf
 
     out = assemble_kit(kit, out_dir)
     if not kit.build_model:
         return out
+    config, model_cls = kit_model_config(kit, out)
+    check_tiny(config, model_cls, kit)
+    torch.manual_seed(seed)
+    model = model_cls.from_config(config, trust_remote_code=kit.remote_code)
+    model.save_pretrained(str(out))
+    return out
+
+
+def kit_model_config(kit: Kit, out: Path):
+    """The shrunk config of an assembled kit folder, and the Auto class that builds it."""
+    import transformers as tf
+
     shrink = kit.raw.get("shrink") or {}
     cfg_path = out / "config.json"
-    if cfg_path.exists():
+    released = (kit.path / "config.json").is_file()  # the kit's own copy, not a saved build
+    if released:
         data = json.loads(cfg_path.read_text())
     else:  # no released config in the kit: the config class's defaults (the reference model)
         data = tf.AutoConfig.for_model(kit.model_type).to_dict()
-    for key, sizes in (("text_config", _TEXT_SHRINK), ("vision_config", _VISION_SHRINK)):
-        if isinstance(data.get(key), dict):
-            data[key] = _shrink(data[key], sizes, shrink.get(key.split("_")[0]) or {})
+    text_key = _text_key(data)
+    for key, sizes, part in (
+        (text_key, _TEXT_SHRINK, "text"),
+        ("vision_config", _VISION_SHRINK, "vision"),
+    ):
+        if key is None:  # a flat config (Qwen2.5-VL's release): the text keys are top-level
+            data = _shrink(data, sizes, shrink.get(part) or {})
+        elif isinstance(data.get(key), dict):
+            data[key] = _shrink(data[key], sizes, shrink.get(part) or {})
     processor = load_kit_processor(out, kit)
     tok = getattr(processor, "tokenizer", processor)
     vision = data.get("vision_config")
     side = _image_side(getattr(processor, "image_processor", None))
-    if not cfg_path.exists() and isinstance(vision, dict) and side and "image_size" in vision:
+    if not released and isinstance(vision, dict) and side and "image_size" in vision:
         # Defaults of a config class may describe another checkpoint's tower (224 px CLIP):
         # the vision tower takes what the kit's real image processor produces.
         if "image_size" not in (shrink.get("vision") or {}):
             vision["image_size"] = side
-    text = data.get("text_config") or {}
-    vocab = max(int(text.get("vocab_size") or 0), len(tok))
-    if isinstance(data.get("text_config"), dict):
-        data["text_config"]["vocab_size"] = vocab
+    _make_consistent(data, shrink)
+    _match_token_ids(data, processor, tok)
+    text = data.get(text_key) if text_key else data
+    # A released config keeps its (padded) vocabulary; a config class's defaults carry the
+    # reference checkpoint's (PaliGemma's 257k, Gemma 3's 262k), which the kit tokenizer does
+    # not have: the logits of one step over 257k entries cost gigabytes.
+    vocab = max(int(text.get("vocab_size") or 0), len(tok)) if released else len(tok)
+    text["vocab_size"] = vocab
     if "vocab_size" in data:
         data["vocab_size"] = vocab
-    data.pop("torch_dtype", None)
-    data.pop("dtype", None)
-    config = tf.AutoConfig.for_model(
-        **{**data, "model_type": data.get("model_type", kit.model_type)}
-    )
-    torch.manual_seed(seed)
-    model = tf.AutoModelForImageTextToText.from_config(config)
-    model.save_pretrained(str(out))
-    return out
+    for holder in (data, text):
+        holder.pop("torch_dtype", None)
+        holder.pop("dtype", None)
+    if kit.remote_code:
+        cfg_path.write_text(json.dumps(data, indent=2))
+        config = tf.AutoConfig.from_pretrained(str(out), trust_remote_code=True)
+        model_cls = tf.AutoModelForCausalLM
+    else:
+        config = tf.AutoConfig.for_model(
+            **{**data, "model_type": data.get("model_type", kit.model_type)}
+        )
+        model_cls = tf.AutoModelForImageTextToText
+    return config, model_cls
