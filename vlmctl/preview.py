@@ -283,7 +283,8 @@ def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
         },
         "samples": samples,
     }  # fmt: skip
-    from vlmctl.packing import describe, validate_bins
+    from vlmctl.packing import describe
+    from vlmctl.packing_checks import validate_bins
 
     packing, _ = validate_bins(cs, [e.original_length for e in encoded if not e.drop_reason])
     if packing is not None:  # packing: true: the bins these rows would make in training

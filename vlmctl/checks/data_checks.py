@@ -391,7 +391,7 @@ def _summarise(
         if advice is not None:
             summary["truncation"]["fit"] = advice["changes"]
             findings.append(advice["finding"])
-    from vlmctl.packing import validate_bins
+    from vlmctl.packing_checks import validate_bins
 
     summary["packing"], packing_note = validate_bins(cs, col.lengths)
     if packing_note is not None:

@@ -13,7 +13,9 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from vlmctl.config.collator import PLACEHOLDER_RE, placeholders
+from vlmctl.config.report_to import report_to_findings
 from vlmctl.errors import Finding, did_you_mean
+from vlmctl.packing_checks import config_findings
 
 if TYPE_CHECKING:
     from vlmctl.config.load import ConfigSet
@@ -651,66 +653,6 @@ def _peft(cs: ConfigSet) -> list[Finding]:
     return []
 
 
-# report_to name -> the modules of which one must be installed (transformers' integrations).
-REPORTERS: dict[str, tuple[str, ...]] = {
-    "azure_ml": ("azureml",),
-    "clearml": ("clearml",),
-    "codecarbon": ("codecarbon",),
-    "comet_ml": ("comet_ml",),
-    "dagshub": ("dagshub",),
-    "dvclive": ("dvclive",),
-    "flyte": ("flytekit",),
-    "kubeflow": ("kubeflow",),
-    "mlflow": ("mlflow",),
-    "neptune": ("neptune",),
-    "swanlab": ("swanlab",),
-    "tensorboard": ("tensorboard", "tensorboardX"),
-    "trackio": ("trackio",),
-    "wandb": ("wandb",),
-}
-
-
-def _report_to(cs: ConfigSet) -> list[Finding]:
-    out: list[Finding] = []
-    for name in cs.train.report_to_list():
-        if name == "all":
-            continue
-        if name not in REPORTERS:
-            close = did_you_mean(name, [*REPORTERS, "none", "all"])
-            out.append(
-                cs.finding(
-                    "error",
-                    "train",
-                    "report_to",
-                    f"report_to: {name!r} is not a logging integration of transformers",
-                    hint=f"did you mean {close!r}?"
-                    if close
-                    else f"use none or one of {', '.join(REPORTERS)}",
-                    code="report-to",
-                )
-            )
-        elif importlib.util.find_spec("transformers") is None:
-            continue  # the light install trains nothing: the reporter is checked where it trains
-        elif not any(importlib.util.find_spec(m) is not None for m in REPORTERS[name]):
-            out.append(
-                cs.finding(
-                    "error",
-                    "train",
-                    "report_to",
-                    f"report_to: {name} is not installed (no module {REPORTERS[name][0]})",
-                    hint=f"pip install {REPORTERS[name][0]}, or remove {name} from report_to",
-                    code="report-to",
-                )
-            )
-    return out
-
-
-def _packing(cs: ConfigSet) -> list[Finding]:
-    from vlmctl.packing import config_findings
-
-    return config_findings(cs)
-
-
 _RULES = (
     ({"train"}, _precision),
     ({"collator"}, _media),
@@ -724,6 +666,6 @@ _RULES = (
     ({"collator", "train"}, _padding),
     ({"collator"}, _no_effect),
     ({"peft"}, _peft),
-    ({"train"}, _report_to),
-    ({"model", "collator", "train"}, _packing),
+    ({"train"}, report_to_findings),
+    ({"model", "collator", "train"}, config_findings),
 )

@@ -62,3 +62,23 @@ def with_lengths(dataset: Any, collator: Any, cfg: Any) -> Any:
     if LENGTH_COLUMN in dataset.column_names:
         dataset = dataset.remove_columns(LENGTH_COLUMN)
     return dataset.add_column(LENGTH_COLUMN, lengths)
+
+
+def trainer_data(
+    cs: Any, model: Any, collator: Any, train_ds: Any, eval_ds: Any, say: Any
+) -> tuple[Any, Any, Any, bool]:
+    """(data collator, train, eval, group by length) for the Trainer: bins and one padding-free
+    row per batch when packing is on (vlmctl/packing.py; no length grouping, bins are all about
+    max_length long), rows with their lengths for length grouping, else the rows as they are."""
+    from vlmctl.packing import spec_of
+
+    if spec_of(cs.train).on:
+        from vlmctl.packing_checks import prepare_training
+
+        return (*prepare_training(cs, model, collator, train_ds, eval_ds, say), False)
+    group = bool(cs.train.group_by_length)
+    if group:
+        train_ds = with_lengths(train_ds, collator, cs.collator)
+        if eval_ds is not None:
+            eval_ds = with_lengths(eval_ds, collator, cs.collator)
+    return collator, train_ds, eval_ds, group

@@ -153,7 +153,9 @@ def exit_now(code: int) -> None:
     non-daemon threads (a hub upload) are joined, atexit handlers run (wandb, logging,
     multiprocessing's children), stdout/stderr are flushed. VLMCTL_DEBUG keeps the normal exit.
     """
-    if os.environ.get("VLMCTL_DEBUG"):
+    from vlmctl.proc import debug_enabled
+
+    if debug_enabled():
         sys.exit(code)
     import atexit
     import threading

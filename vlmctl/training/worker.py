@@ -201,7 +201,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     from vlmctl.models.resolve import load_model, load_processor, resolve_model
     from vlmctl.training import manifest as mf
     from vlmctl.training.callbacks import GracefulStop, StepLog, WandbConfig
-    from vlmctl.training.lengths import with_lengths
+    from vlmctl.training.lengths import trainer_data
     from vlmctl.training.model_prep import (
         device_map_for,
         freeze_outside_language_model,
@@ -241,19 +241,9 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     )
     train_ds, eval_ds = data.train, data.eval
     prof.mark("worker: dataset loaded, collator built")
-    group = bool(cs.train.group_by_length)
-    from vlmctl.packing import spec_of
-
-    packing = spec_of(cs.train).on
-    if packing:  # bins and one padding-free row per batch (vlmctl/packing.py)
-        from vlmctl.packing import prepare_training
-
-        fed = prepare_training(cs, model, collator, train_ds, eval_ds, say)
-        group = False  # bins are all about max_length long
-    if group:
-        train_ds = with_lengths(train_ds, collator, cs.collator)
-        if eval_ds is not None:
-            eval_ds = with_lengths(eval_ds, collator, cs.collator)
+    data_collator, train_ds, eval_ds, group = trainer_data(
+        cs, model, collator, train_ds, eval_ds, say
+    )
 
     act_ckpt = bool(cs.train.to_sft_kwargs().get("activation_checkpointing"))
     if quantized:
@@ -293,9 +283,9 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     trainer = VlmctlTrainer(
         model=model,
         args=SFTConfig(**kwargs),
-        data_collator=fed[0] if packing else collator,
-        train_dataset=fed[1] if packing else train_ds,
-        eval_dataset=fed[2] if packing else eval_ds,
+        data_collator=data_collator,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
         processing_class=processor,
         peft_config=peft_cfg,
         callbacks=callbacks,
