@@ -241,7 +241,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     )
     train_ds, eval_ds = data.train, data.eval
     prof.mark("worker: dataset loaded, collator built")
-    data_collator, train_ds, eval_ds, group = trainer_data(
+    fed_collator, fed_train, fed_eval, group = trainer_data(
         cs, model, collator, train_ds, eval_ds, say
     )
 
@@ -283,9 +283,9 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     trainer = VlmctlTrainer(
         model=model,
         args=SFTConfig(**kwargs),
-        data_collator=data_collator,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
+        data_collator=fed_collator,  # packed: bins; the manifest still counts the rows
+        train_dataset=fed_train,
+        eval_dataset=fed_eval,
         processing_class=processor,
         peft_config=peft_cfg,
         callbacks=callbacks,
