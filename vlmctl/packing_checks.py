@@ -77,16 +77,7 @@ def config_findings(cs: Any) -> list[Any]:
     else:
         why = refusal(cls, model_type, remote)
         if why:
-            out.append(
-                cs.finding(
-                    "error",
-                    "train",
-                    key,
-                    f"{key} cannot be exact for this model: {why}",
-                    hint=f"set {key}: false",
-                    code="packing-refused",
-                )
-            )
+            out.append(_refused(cs, key, why))
             return out
     tp = cs.collator.text_processing
     if spec.packing:
@@ -108,6 +99,18 @@ def config_findings(cs: Any) -> list[Any]:
     return out
 
 
+def _refused(cs: Any, key: str, why: str) -> Any:
+    """The one refusal finding, at validate (config) and at train (the loaded model)."""
+    return cs.finding(
+        "error",
+        "train",
+        key,
+        f"{key} cannot be exact for this model: {why}",
+        hint=f"set {key}: false",
+        code="packing-refused",
+    )
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -123,16 +126,7 @@ def check_model(cs: Any, model: Any) -> None:
     why = refusal(type(model).__name__, getattr(config, "model_type", None), remote)
     if why:
         key = "packing" if spec.packing else "padding_free"
-        raise ConfigError(
-            cs.finding(
-                "error",
-                "train",
-                key,
-                f"{key} cannot be exact for this model: {why}",
-                hint=f"set {key}: false",
-                code="packing-refused",
-            )
-        )
+        raise ConfigError(_refused(cs, key, why))
 
 
 def prepare_training(
