@@ -72,3 +72,43 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 f"real-file tier: {n} tests skipped because {path} is absent "
                 f"(shared/{name}; VLMCTL_REQUIRE_REALDATA=1 makes that an error)"
             )
+
+
+# --------------------------------------------------------------------------- memory of the run
+# VLMCTL_TEST_RSS_LOG=FILE appends, after each test file, pytest's own resident memory (VmRSS)
+# and peak (VmHWM) in MB: the way to find a test file that leaves memory behind in the
+# long-lived pytest process (a full run must fit the 24 GB CI machine beside its children).
+
+_rss_last_file: list[str] = []
+
+
+def _rss_mb() -> tuple[float, float]:
+    fields = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """Log pytest's memory when a new test file starts, for the file before (VLMCTL_TEST_RSS_LOG)."""
+    log = os.environ.get("VLMCTL_TEST_RSS_LOG")
+    if not log or not os.path.exists("/proc/self/status"):
+        return
+    path = nodeid.split("::", 1)[0]
+    if _rss_last_file and _rss_last_file[0] != path:
+        rss, hwm = _rss_mb()
+        with open(log, "a") as fh:
+            fh.write(f"{_rss_last_file[0]}\t{rss:.0f}\t{hwm:.0f}\n")
+    _rss_last_file[:] = [path]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Log the last test file's memory too."""
+    log = os.environ.get("VLMCTL_TEST_RSS_LOG")
+    if log and _rss_last_file and os.path.exists("/proc/self/status"):
+        rss, hwm = _rss_mb()
+        with open(log, "a") as fh:
+            fh.write(f"{_rss_last_file[0]}\t{rss:.0f}\t{hwm:.0f}\n")
