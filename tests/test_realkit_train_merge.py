@@ -15,17 +15,9 @@ from _realkit_util import kit_params, train_result
 
 # Kits whose tiny model cannot run the step, with the precise reason (strict: an xfail that
 # starts passing fails the run, so this list cannot go stale).
-KNOWN_BROKEN: dict[str, str] = {
-    "llava_next": "shrunk LLaVA-NeXT: pack_image_features expands image_newline (64, the text "
-    "hidden size) against unpadded image features of 128 channels (RuntimeError); which "
-    "shrunk size disagrees is not found yet",
-    "smolvlm": "merge verify (vlmctl.merge after the #14 split) refuses the merged SmolVLM: "
-    "'merged model differs from the adapter model' with max |dlogit| 4.8e-07 and top-1 "
-    "agreement 100% in some runs, passes in others (seen both after that split); the step "
-    "itself runs with a finite loss",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 # Kits in KNOWN_BROKEN whose failure is intermittent (non-strict xfail: a pass is not an error).
-FLAKY = {"smolvlm"}
+FLAKY: set[str] = set()
 # Kits that build no model (kit.yaml `model: false`): why, for the matrix and the report.
 NO_MODEL = {
     "phi3_v": "no modeling_phi3_v.py in the kit (only the processing code was found in a "

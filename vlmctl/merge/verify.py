@@ -108,15 +108,34 @@ def probe_logits(model, probes: list[dict]) -> list:
     return outs
 
 
+def fp32_tolerance(max_abs_logit: float) -> float:
+    """The fp32 |dlogit| a correct merge stays within: float rounding of the refolded weights."""
+    return 1e-3 * max(1.0, max_abs_logit)
+
+
 def compare(a: list, b: list) -> dict:
-    """Max |dlogit|, top-1 agreement, tokens and logit scale: two models on the same probes."""
+    """Max |dlogit|, top-1 agreement, tokens and logit scale: two models on the same probes.
+
+    `top1_agreement_beyond_ties` also counts as agreeing a token whose two top-1 candidates are
+    a near-tie in the first model (within twice the fp32 tolerance): float rounding may flip
+    such a token (a tiny random model has many), and that flip says nothing about the merge."""
+    import torch
+
     diffs = [float((x - y).abs().max()) for x, y in zip(a, b, strict=True)]
-    agree = sum(int((x.argmax(-1) == y.argmax(-1)).sum()) for x, y in zip(a, b, strict=True))
-    total = sum(x.shape[0] for x in a)
     scale = max(float(x.abs().max()) for x in a)
+    tie = 2 * fp32_tolerance(scale)
+    agree = ties = 0
+    for x, y in zip(a, b, strict=True):
+        ax, ay = x.argmax(-1), y.argmax(-1)
+        same = ax == ay
+        agree += int(same.sum())
+        margin = x.gather(-1, ax.unsqueeze(-1)) - x.gather(-1, ay.unsqueeze(-1))
+        ties += int(torch.logical_and(~same, margin.squeeze(-1) <= tie).sum())
+    total = sum(x.shape[0] for x in a)
     return {
         "max_abs_dlogit": max(diffs),
         "top1_agreement": agree / total if total else 1.0,
+        "top1_agreement_beyond_ties": (agree + ties) / total if total else 1.0,
         "tokens": total,
         "max_abs_logit": scale,
     }
@@ -125,13 +144,14 @@ def compare(a: list, b: list) -> dict:
 def judge(report: dict, dtype: str) -> tuple[bool, bool]:
     """(verify passed, adapter is a no-op) from the figures.
 
-    Pass: fp32 needs max |dlogit| <= 1e-3 * max(1, max |logit|) and 100% top-1 agreement;
-    bf16/fp16 (the merged weights are rounded once, the adapter model is not) need >= 90%
-    top-1 agreement. No-op: the merged model's logits equal the base's exactly."""
+    Pass: fp32 needs max |dlogit| <= 1e-3 * max(1, max |logit|) and every top-1 to agree
+    except near-ties (see compare); bf16/fp16 (the merged weights are rounded once, the adapter
+    model is not) need >= 90% top-1 agreement. No-op: the merged model's logits equal the
+    base's exactly."""
     am = report["adapter_vs_merged"]
     if dtype == "float32":
-        ok = am["max_abs_dlogit"] <= 1e-3 * max(1.0, am["max_abs_logit"])
-        ok = ok and am["top1_agreement"] == 1.0
+        ok = am["max_abs_dlogit"] <= fp32_tolerance(am["max_abs_logit"])
+        ok = ok and am["top1_agreement_beyond_ties"] == 1.0
     else:
         ok = am["top1_agreement"] >= 0.9
     noop = report["merged_vs_base"]["max_abs_dlogit"] == 0.0
