@@ -198,3 +198,114 @@ def test_validate_says_how_long_the_row_is_and_counts_no_supervision_for_it(
         assert f["hint"].startswith("raise max_length") and hint in f["hint"]
     kept = sum(sup for n, _, sup in enc.values() if n <= limit)
     assert s["data"]["supervised"]["tokens_checked"] == kept
+
+
+def _encodings(config) -> dict:
+    """Each row's full encoding (labels, media spans), as the collator encodes it untruncated."""
+    from vlmctl.config.load import load_config_set
+    from vlmctl.data.dataset import iter_rows, load_splits
+
+    cs = load_config_set(config)
+    loaded = load_splits(cs.collator, cs.dir)
+    col = VLMCollator(processor(cs.model.model_name_or_path), cs.collator, loaded.media_dirs)
+    return {i: col.encode_row(row, i) for i, row in iter_rows(loaded.train)}
+
+
+def _set_masking(config, mask_inputs: bool) -> None:
+    path = config / "vlm_collator_config.yaml"
+    old, new = ("false", "true") if mask_inputs else ("true", "false")
+    text = path.read_text().replace(f"mask_input_tokens: {old}", f"mask_input_tokens: {new}")
+    path.write_text(text)
+
+
+def _truncate_text_expected(enc, limit: int) -> tuple[str, str, int] | None:
+    """(code, message tail, supervised tokens kept) that truncate_text gives a row at `limit`."""
+    n = enc.length
+    if n <= limit:
+        return None
+    where = f"> text_processing.max_length={limit}"
+    if any(s < limit < e for s, e in enc.media_spans) or any(e > limit for _, e in enc.media_spans):
+        spans = ", ".join(f"{s}-{e}" for s, e in enc.media_spans)
+        return (
+            "media-span-cut",
+            f"{where}: the cut would fall inside or before a media span (tokens {spans}): "
+            "dropped (truncation_policy: truncate_text)",
+            0,
+        )
+    kept = int((enc.labels[:limit] != -100).sum())
+    if kept == 0:
+        return ("no-supervised-tokens", f"{where}: cutting the text leaves no supervised "
+                "token: dropped", 0)  # fmt: skip
+    return (
+        "row-text-cut",
+        f"{where}: text cut by {n - limit} tokens, {kept} supervised tokens left "
+        "(truncation_policy: truncate_text)",
+        kept,
+    )
+
+
+TRUNCATE_HINTS = {
+    "media-span-cut": "raise max_length, or shrink the media (image_processing.max_size, "
+    "fewer frames)",
+    "no-supervised-tokens": "raise max_length",
+    "row-text-cut": "raise max_length to keep the whole answer",
+}
+
+
+@pytest.mark.parametrize("where", ["one-under-longest", "media-end", "inside-media"])
+def test_validate_truncate_text_findings_say_what_the_cut_does(generated, where):
+    """truncate_text, row by row: a cut after the media keeps the labels before it
+    (row-text-cut, with the tokens cut and the supervised tokens left), a cut inside or before
+    a media span drops the row (media-span-cut, naming the spans), a cut that leaves no label
+    drops it (no-supervised-tokens); the totals count what is kept."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from vlmctl.cli import app
+
+    config, _ = generated
+    _set_limit(config, 100_000, "drop")  # encode every row whole
+    # prompts masked, so a cut right after the media leaves no label (no-supervised-tokens)
+    _set_masking(config, where == "media-end")
+    encs = _encodings(config)
+    longest = max(encs.values(), key=lambda e: e.length)
+    media_end = max(e for _, e in longest.media_spans)
+    if where == "media-end":  # a row whose labels all follow its media: cut right after it
+        first_label = {i: int((e.labels != -100).nonzero()[0]) for i, e in encs.items()}
+        ends = [
+            max(end for _, end in e.media_spans)
+            for i, e in encs.items()
+            if e.media_spans and first_label[i] >= max(end for _, end in e.media_spans)
+        ]
+        media_end = max(ends)
+    limit = {
+        "one-under-longest": longest.length - 1,
+        "media-end": media_end,
+        "inside-media": media_end - 1,
+    }[where]
+    _set_limit(config, limit, "truncate_text")
+    r = CliRunner().invoke(app, ["validate", str(config), "--format", "json"])
+    s = json.loads(r.stdout)["config_sets"][0]
+    got = {f["row"]: f for f in s["findings"] if f["code"] in LENGTH_CODES}
+    expected = {i: _truncate_text_expected(e, limit) for i, e in encs.items()}
+    expected = {i: x for i, x in expected.items() if x is not None}
+    assert set(got) == set(expected)
+    for i, (code, tail, _) in expected.items():
+        f, enc = got[i], encs[i]
+        n, media = enc.length, enc.num_media_tokens
+        assert f["code"] == code
+        assert f["severity"] == "warning"
+        assert f["message"] == f"{n} tokens ({n - media} text + {media} media) {tail}"
+        assert f["hint"] == TRUNCATE_HINTS[code]
+        assert f["key"] == "text_processing.max_length"
+    assert expected, "the limit must cut at least one row"
+    codes = {x[0] for x in expected.values()}
+    assert {"media-end": "no-supervised-tokens", "inside-media": "media-span-cut"}.get(
+        where, "row-text-cut"
+    ) in codes
+    kept = sum(e.num_supervised for e in encs.values() if e.length <= limit)
+    kept += sum(x[2] for x in expected.values())
+    assert s["data"]["supervised"]["tokens_checked"] == kept
+    trunc = s["data"]["truncation"]
+    assert trunc["cut_text"] == sum(x[0] == "row-text-cut" for x in expected.values())
