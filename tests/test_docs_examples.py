@@ -1,7 +1,8 @@
 """Every YAML example of the README and docs/DATASETS.md runs: each block names the shape of
 data it is for (`# worked example: SHAPE`), a small dataset of that shape is generated where the
 block's `dataset.path` points, the block is merged into a config set written from `vlmctl
-init`'s templates (tiny Qwen2-VL twin), and `vlmctl validate` must pass with no warning."""
+init`'s templates (tiny Qwen2-VL twin), `vlmctl validate` must pass with no warning, and
+`vlmctl preview` must render every row with its media tokens and trained answer tokens."""
 
 from __future__ import annotations
 
@@ -114,3 +115,40 @@ def test_doc_example_validates_clean(doc, label, text, tiny_model_dir, tmp_path)
     assert s["data"]["rows"]["checked"] >= 2 and s["data"]["rows"]["with_errors"] == 0
     media = s["data"]["media"]
     assert media["images"] + media["videos"] > 0
+
+    # The example runs: the collated batch the trainer would get, row by row.
+    rows = s["data"]["rows"]["checked"]
+    r = CliRunner().invoke(app, ["preview", str(config), "--rows", f"0-{rows - 1}",
+                                 "--format", "json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    samples = json.loads(r.stdout)["samples"]
+    assert len(samples) == rows
+    assert [x["dropped"] for x in samples] == [None] * rows, samples
+    assert all(x["supervised_tokens"] > 0 for x in samples)
+    with_media = max(media["rows_with_images"], media["rows_with_videos"])
+    assert sum(x["media_tokens"] > 0 for x in samples) >= with_media > 0
+
+
+FRAGMENT_RE = re.compile(r"```\n(# (\w+\.yaml)\n.*?)```", re.S)
+
+
+def test_every_config_fragment_of_the_docs_loads(tmp_path):
+    """Unfenced-language blocks that start with `# <one of the four files>` (the README's
+    `generation_eval:` example): merged into a fresh set, they load and keep their values."""
+    from _config_util import write_set
+
+    from vlmctl.config import FILES
+    from vlmctl.config.load import collect_config_set
+
+    fragments = [m.groups() for doc in DOCS for m in FRAGMENT_RE.finditer(doc.read_text())]
+    assert any(name == "train_config.yaml" for _, name in fragments), fragments
+    by_name = {name: key for key, name in FILES.items()}
+    for i, (text, name) in enumerate(fragments):
+        config = write_set(tmp_path / f"set{i}")
+        with (config / name).open("a", encoding="utf-8") as f:
+            f.write("\n" + text)
+        cs, findings = collect_config_set(config, [])
+        assert cs is not None, [x.one_line() for x in findings if x.severity == "error"]
+        section = getattr(cs, by_name[name]).model_dump(mode="json")
+        for key, value in YAML(typ="safe").load(text).items():
+            assert section[key] == value, (name, key)

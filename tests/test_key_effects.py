@@ -695,6 +695,92 @@ def test_every_key_of_the_four_files_has_an_effect_row():
     assert not missing and not unknown, (missing, unknown)
 
 
+SEED = REPO.parent / "shared" / "seed"
+SEED_DOCS = ("SEED-EN.md", "vlm-config-guide.original.txt")
+
+
+def _named_leaves(prefix: str, value, keys: set[str]):
+    """The table keys a YAML value's leaves fall under (`<id>` for a model id; a key the
+    schema does not name comes out as it is written, so the caller sees it missing)."""
+
+    def known(k: str) -> bool:
+        return any(x == k or x.startswith(k + ".") or x.startswith(k + "[") for x in keys)
+
+    if isinstance(value, dict) and any(k.startswith(prefix + ".") for k in keys):
+        for name, sub in value.items():
+            key = f"{prefix}.{name}"
+            if not known(key) and known(f"{prefix}.<id>"):
+                key = f"{prefix}.<id>"
+            yield from _named_leaves(key, sub, keys)
+    elif (
+        isinstance(value, list)
+        and value
+        and all(isinstance(x, dict) for x in value)
+        and known(prefix + "[]")
+    ):
+        for item in value:
+            yield from _named_leaves(prefix + "[]", item, keys)
+    else:
+        yield prefix
+
+
+def _file_keys_of(doc: dict, keys: set[str]) -> list[tuple[str, object]]:
+    """(table key of each top-level YAML key, its value): a seed block may mix files (the
+    worked scenarios), so each top-level key goes to the file whose schema names it."""
+    out = []
+    for name, value in doc.items():
+        owners = [
+            fk
+            for fk in FILES
+            if any(k == f"{fk}.{name}" or k.startswith((f"{fk}.{name}.", f"{fk}.{name}["))
+                   for k in keys)
+        ]  # fmt: skip
+        out.append((f"{owners[0]}.{name}" if len(owners) == 1 else f"{owners}.{name}", value))
+    return out
+
+
+def _seed_and_template_keys() -> dict[str, set[str]]:
+    """Table key -> where it is written, for every key of the seed's YAML blocks and of
+    templates/ (each file parsed as a whole)."""
+    import re
+
+    from ruamel.yaml import YAML
+
+    keys = set(all_keys())
+    docs: list[tuple[str, dict]] = []
+    for name in SEED_DOCS:
+        text = (SEED / name).read_text(encoding="utf-8", errors="replace")
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            docs.append((f"{name} block {i + 1}", YAML(typ="safe").load(block)))
+    seen: dict[str, set[str]] = {}
+    for where, doc in docs:
+        for top, value in _file_keys_of(doc, keys):
+            for leaf in _named_leaves(top, value, keys):
+                seen.setdefault(leaf, set()).add(where)
+    for file_key, name in FILES.items():
+        doc = YAML(typ="safe").load((REPO / "templates" / name).read_text(encoding="utf-8"))
+        for top, value in doc.items():
+            for leaf in _named_leaves(f"{file_key}.{top}", value, keys):
+                seen.setdefault(leaf, set()).add(f"templates/{name}")
+    return seen
+
+
+@pytest.mark.skipif(not SEED.is_dir(), reason=f"the seed is not present at {SEED}")
+def test_every_key_of_the_seed_and_the_templates_has_its_own_row():
+    """The seed's four files and the templates: each key is a row of its own in docs/KEYS.md
+    (never only covered by an `<other>` row, never a key the table does not know)."""
+    seen = _seed_and_template_keys()
+    assert len(seen) > 60, sorted(seen)
+    assert "collator.label_masking.ignore_index" in seen and "train.run_name" in seen
+    keys = set(all_keys())
+    bad = {k: sorted(w) for k, w in seen.items() if k not in keys or "<other>" in k}
+    assert not bad, bad
+    doc = DOC.read_text(encoding="utf-8")
+    for key in seen:
+        short = key.split(".", 1)[1]
+        assert f"| `{short}` |" in doc, key
+
+
 def test_doc_table_is_generated_and_current():
     text = render_doc()
     if os.environ.get("VLMCTL_WRITE_DOCS"):

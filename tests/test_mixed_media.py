@@ -301,6 +301,7 @@ def test_mixed_dataset_previews_trains_and_merges(tiny_model_dir, tmp_path):
     train = vlmctl("train", config)
     assert train.returncode == 0, train.stderr[-3000:]
     assert "done: 2 steps" in train.stderr and "loss trend" in train.stderr
+    assert "video decoded with" in train.stderr  # which decoder read the clips (#19 item 7)
     merge = vlmctl("merge", tmp_path / "run", "--output", tmp_path / "merged")
     assert merge.returncode == 0, merge.stderr[-3000:] + merge.stdout[-3000:]
     report = json.loads((tmp_path / "merged" / "merge-report.json").read_text())

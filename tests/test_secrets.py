@@ -110,6 +110,44 @@ def test_saved_config_set_reproduces_the_run(tmp_path):
         assert got == want, key
 
 
+def test_saved_config_set_keeps_the_model_classes_entry_of_a_relative_model(tmp_path):
+    """A local model written relative to the config folder, with its model_classes entry
+    under the same relative key: the saved set (model path made absolute) still resolves the
+    model through that entry, to the same classes, and trains the same settings."""
+    from vlmctl.models.resolve import resolve_model
+    from vlmctl.training.model_prep import choose_precision
+    from vlmctl.training.worker import sft_kwargs
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "models" / "tiny" / "config.json").write_text(
+        '{"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}'
+    )
+    cfg = _relative_set(tmp_path)
+    overrides = [
+        "model.model_name_or_path=../models/tiny",
+        'model.model_classes["../models/tiny"].model_class=Qwen2VLForConditionalGeneration',
+        'model.model_classes["../models/tiny"].processor_class=Qwen2VLProcessor',
+        'model.model_classes["../models/tiny"].import_path=transformers',
+    ]
+    cs = load_config_set(cfg, overrides)
+    assert resolve_model(cs.model).source != "auto"  # the entry is used
+    run = tmp_path / "run"
+    mf.write_configs(run, mf.resolved_configs(cs))
+    again = load_config_set(run / "configs")
+    assert again.model_location() == cs.model_location()
+    want, got = resolve_model(cs.model), resolve_model(again.model)
+    for field in ("model_class", "processor_class", "import_path", "source"):
+        assert getattr(got, field) == getattr(want, field), field
+    out = tmp_path / "out"
+
+    def kwargs(c):
+        precision = choose_precision(c, cuda=True, bf16_supported=True)
+        return sft_kwargs(c, out, precision, False, True, env={})
+
+    assert kwargs(again) == kwargs(cs)
+    assert mf.resolved_configs(again) == mf.resolved_configs(cs)
+
+
 def test_credentials_reach_the_worker_through_a_private_file_not_argv(tmp_path, monkeypatch):
     cfg = _relative_set(tmp_path)
     monkeypatch.chdir(tmp_path)

@@ -138,6 +138,11 @@ def resolved_configs(cs: Any) -> dict[str, dict]:
         for key in ("model", "collator", "train", "peft")
     }
     out["model"]["model_name_or_path"] = _absolute(cs, out["model"].get("model_name_or_path"))
+    # An entry keyed by the same relative path must follow it, or the saved set would load
+    # the model through the Auto classes instead of the entry's.
+    classes = out["model"].get("model_classes")
+    if isinstance(classes, dict):
+        out["model"]["model_classes"] = {_absolute(cs, k): v for k, v in classes.items()}
     dataset = out["collator"].get("dataset") or {}
     for key in ("path", "eval_path", "media_root"):
         if dataset.get(key) is not None:
