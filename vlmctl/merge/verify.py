@@ -121,11 +121,11 @@ def compare(a: list, b: list) -> dict:
     such a token (a tiny random model has many), and that flip says nothing about the merge."""
     import torch
 
-    diffs = [float((x - y).abs().max()) for x, y in zip(a, b, strict=True)]
     scale = max(float(x.abs().max()) for x in a)
     tie = 2 * fp32_tolerance(scale)
-    agree = ties = 0
-    for x, y in zip(a, b, strict=True):
+    diffs, agree, ties = [], 0, 0
+    for x, y in zip(a, b, strict=True):  # strict: a probe lost on one side is an error
+        diffs.append(float((x - y).abs().max()))
         ax, ay = x.argmax(-1), y.argmax(-1)
         same = ax == ay
         agree += int(same.sum())
@@ -134,8 +134,9 @@ def compare(a: list, b: list) -> dict:
     total = sum(x.shape[0] for x in a)
     return {
         "max_abs_dlogit": max(diffs),
-        "top1_agreement": agree / total if total else 1.0,
-        "top1_agreement_beyond_ties": (agree + ties) / total if total else 1.0,
+        # total > 0: the max() calls above raise on zero probes or a probe of zero tokens
+        "top1_agreement": agree / total,
+        "top1_agreement_beyond_ties": (agree + ties) / total,
         "tokens": total,
         "max_abs_logit": scale,
     }
