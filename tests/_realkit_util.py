@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -165,11 +166,19 @@ def run_job(*args: str, timeout: float = 900) -> dict:
     return json.loads(lines[-1])
 
 
+_JOBS_LOCK = threading.RLock()  # the early start (conftest) and a test may ask at once
+
+
 @functools.cache
-def _built_folders() -> dict:
-    """Every available model kit built by ONE child process (imports paid once)."""
+def _built_folders_once() -> dict:
     families = [p.values[0] for p in kit_params(models_only=True) if not p.marks]
     return run_job("build-all", str(_ROOT / "model-sub"), *families)
+
+
+def _built_folders() -> dict:
+    """Every available model kit built by ONE child process (imports paid once)."""
+    with _JOBS_LOCK:
+        return _built_folders_once()
 
 
 def built_model_folder(family: str) -> Path:
@@ -180,8 +189,33 @@ def built_model_folder(family: str) -> Path:
     return Path(built["folders"][family])
 
 
-@functools.cache
+TRAIN_TEST = "test_lora_step_merge_verify_and_generate"
+
+
+def selected_families(items) -> tuple[str, ...]:
+    """The families whose train test this session runs (-k, ids), in collection order."""
+    out = []
+    for item in items:
+        if getattr(item, "originalname", None) == TRAIN_TEST:
+            if not item.get_closest_marker("skip"):
+                out.append(item.callspec.params["family"])
+    return tuple(out)
+
+
+def start_train_jobs_early(selected: tuple[str, ...]) -> None:
+    """Start the selected families' build and train jobs in the background when collection
+    ends (conftest): each job is one single-threaded child, so on a 2-core CI machine it runs
+    beside the other tests instead of after them (the test then only waits for its result)."""
+    threading.Thread(target=_train_pool, args=(selected,), daemon=True).start()
+
+
 def _train_pool(selected: tuple[str, ...]):
+    with _JOBS_LOCK:
+        return _train_pool_once(selected)
+
+
+@functools.cache
+def _train_pool_once(selected: tuple[str, ...]):
     """Train jobs of the selected kits, queued together (VLMCTL_REALKIT_JOBS at a time, default
     1: one child can peak at ~10 GB), each in its own child process: a family's test waits only
     for its own result."""

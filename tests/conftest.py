@@ -62,6 +62,20 @@ def pytest_collection_modifyitems(config, items):
         )
 
 
+def pytest_collection_finish(session):
+    """Start the real-kit train jobs (child processes) as soon as the tests are known, so that
+    they run beside the rest of the suite; VLMCTL_REALKIT_EARLY=0 starts each when its test
+    asks (the old way, for debugging one job)."""
+    if session.config.option.collectonly or os.environ.get("VLMCTL_REALKIT_EARLY") == "0":
+        return
+    names = {getattr(item, "originalname", None) for item in session.items}
+    if "test_lora_step_merge_verify_and_generate" not in names:
+        return
+    import _realkit_util
+
+    _realkit_util.start_train_jobs_early(_realkit_util.selected_families(session.items))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Say how many tests the absent real-file tiers skipped, next to pytest's own counts."""
     reasons = [str(getattr(r, "longrepr", "")) for r in terminalreporter.stats.get("skipped", [])]

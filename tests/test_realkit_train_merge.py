@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from _realkit_util import kit_params, train_result
+from _realkit_util import kit_params, selected_families, train_result
 
 # Kits whose tiny model cannot run the step, with the precise reason (strict: an xfail that
 # starts passing fails the run, so this list cannot go stale).
@@ -50,12 +50,7 @@ TRAINED = tuple(p.values[0] for p in _train_params() if not p.marks)
 @pytest.fixture(scope="module")
 def selected(request) -> tuple[str, ...]:
     """The families this run selected (-k, ids): only their jobs are started."""
-    out = []
-    for item in request.session.items:
-        if item.originalname == "test_lora_step_merge_verify_and_generate":
-            if not item.get_closest_marker("skip"):
-                out.append(item.callspec.params["family"])
-    return tuple(out)
+    return selected_families(request.session.items)
 
 
 @pytest.mark.slow
