@@ -57,15 +57,22 @@ def test_fp32_near_tie_flips_do_not_fail_verify():
 
 
 def test_compare_counts_near_ties_apart_from_real_flips():
-    """Tie tolerance is twice the fp32 tolerance of the first model's scale (2e-3 here)."""
+    """Tie tolerance is twice the fp32 tolerance of the first model's scale (2e-3 at scale 1),
+    counted over every probe (the second probe's tokens add to the first's)."""
     from vlmctl.merge.verify import compare
 
-    a = [_logits([1.0, 1.0 - 1e-7, 0.0], [1.0, 0.998, 0.0], [1.0, 0.99, 0.0])]
-    b = [_logits([1.0 - 1e-7, 1.0, 0.0], [0.998, 1.0, 0.0], [0.99, 1.0, 0.0])]
+    # margins in `a`: 1e-7 and 0.0015 are ties; 0.01 and 0.0025 are not (2.5x the tolerance)
+    a = [
+        _logits([1.0, 1.0 - 1e-7, 0.0], [0.5, 0.4985, 0.0], [0.25, 0.24, 0.0], [0.75, 0.7475, 0.0]),
+        _logits([0.0, 0.1, 0.0]),
+    ]
+    b = [
+        _logits([1.0 - 1e-7, 1.0, 0.0], [0.4985, 0.5, 0.0], [0.24, 0.25, 0.0], [0.7475, 0.75, 0.0]),
+        _logits([0.0, 0.1, 0.0]),
+    ]
     fig = compare(a, b)
-    assert fig["top1_agreement"] == 0.0
-    # margins 1e-7 and 0.002 are ties (<= 2e-3); 0.01 is not
-    assert fig["top1_agreement_beyond_ties"] == pytest.approx(2 / 3)
+    assert fig["top1_agreement"] == pytest.approx(1 / 5)
+    assert fig["top1_agreement_beyond_ties"] == pytest.approx(3 / 5)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
