@@ -79,6 +79,18 @@ def test_bad_model_processor_missing_is_one_line(config_set, tmp_path):
     _one_error(cli(str(config_set), "--model", str(folder)), "processor missing")
 
 
+def test_run_folder_without_peft_names_the_train_extra(config_set, tmp_path, monkeypatch):
+    """An adapter needs peft (the train extra): one line naming it, not an ImportError."""
+    from vlmctl import extras
+
+    monkeypatch.setattr(extras, "missing", lambda extra: ["peft"] if extra == "train" else [])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    line = _one_error(cli(str(config_set), "--model", str(run)), "vlmctl eval needs the train")
+    assert 'pip install "vlmctl[train]"' in line and "merged model" in line
+
+
 def test_bad_model_is_refused_before_any_other_is_loaded(config_set, tmp_path, monkeypatch):
     """Every --model is checked first: a typo in the second costs no loading of the first."""
     from vlmctl.evaluation import generate

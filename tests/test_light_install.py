@@ -118,6 +118,8 @@ def test_precommit_helper_runs_in_the_light_environment(light_py, light_set):
         (["demo", "--out", "d"], "train"),
         (["preview", "x"], "data"),
         (["validate", "x", "--set", "collator.dataset.path=data.csv"], "data"),
+        # eval: answered before --model is looked at (a model folder cannot help without torch)
+        (["eval", "x", "--model", "no-such-model", "--out", "d"], "data"),
     ],
 )
 def test_a_verb_without_its_extra_says_so_in_one_line(light_py, light_set, args, extra):

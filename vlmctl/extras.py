@@ -8,6 +8,8 @@ ruamel.yaml only, so a CI job installs it in seconds. The heavy libraries come i
   video). torch and torchvision are in it: transformers 5 needs torchvision for every video
   processor and to build Qwen2-VL's, InternVL's, SmolVLM's and LLaVA-OneVision's processors,
   and the collator returns torch tensors (see BENCHMARKS.md, "Install layers").
+- `vlmctl[data]` also runs `eval` of model folders; `eval` of a run folder (an adapter on
+  its base) needs peft, from the train extra.
 - `vlmctl[train]`: `train`, `merge` and `demo` (the data extra plus peft, trl, accelerate,
   bitsandbytes, wandb, decord).
 - `vlmctl[all]`: everything (`train` already includes `data`).
@@ -52,6 +54,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 VERB_EXTRA: dict[str, str] = {
     "validate": "data",
     "preview": "data",
+    "eval": "data",  # and `train` (peft) for a run folder's adapter: vlmctl.evaluation.generate
     "train": "train",
     "merge": "train",
     "demo": "train",

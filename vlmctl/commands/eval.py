@@ -70,6 +70,9 @@ def eval_(
     """
     import sys
 
+    from vlmctl.extras import require
+
+    require("eval")
     from vlmctl.evaluation.run import EvalOptions, run_eval
 
     def log(text: str) -> None:

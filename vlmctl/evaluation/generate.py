@@ -69,6 +69,10 @@ def resolve_spec(value: str, name: str | None = None) -> ModelSpec:
     path = path.resolve()
     label = name or value
     if (path / ADAPTER_CONFIG).is_file():
+        from vlmctl.extras import require
+
+        # An adapter is applied with peft (the train extra), unmerged.
+        require("eval", "train", also=", or evaluate the merged model (vlmctl merge)")
         try:
             # plan_merge resolves base, manifest, dtype and class and refuses what merge
             # refuses; nothing is written (the output is never created, hence `force`).
