@@ -465,3 +465,20 @@ def test_generation_eval_callback_logs_metrics_to_the_run_folder_and_wandb(demo,
     assert summary["generation_eval/exact_match"] == pytest.approx(first["metrics"]["exact_match"])
     assert summary["generation_eval/samples"]["_type"] == "table-file"
     assert said and "exact_match" in said[0]
+
+
+def test_progress_bar_shows_rows_per_second_and_an_eta(capsys):
+    import time
+
+    from vlmctl.evaluation.run import _progress
+
+    with _progress(True, "merged", 4) as advance:
+        for _ in range(4):
+            time.sleep(0.05)
+            advance(1)
+    err = capsys.readouterr().err
+    assert "merged" in err and "4/4" in err and "ETA" in err
+    assert " rows/s" in err
+    with _progress(False, "quiet", 4) as advance:  # other processes: no bar
+        advance(4)
+    assert capsys.readouterr().err == ""

@@ -82,3 +82,43 @@ def test_left_padded_batch_generates_what_each_row_generates_alone(tiny_model_di
             n = min(len(alone), together.shape[1])
             assert n > 0
             assert torch.equal(together[i, :n], alone[:n]), i
+
+
+def test_generate_rows_is_greedy_with_the_kv_cache_and_the_models_generation_config(
+    tiny_model_dir, monkeypatch
+):
+    """`vlmctl eval`'s generation: greedy, KV cache on, and the model's generation_config (here
+    its eos id) applies: it is not overridden by what eval passes."""
+    import copy
+
+    from vlmctl.data import messages
+    from vlmctl.evaluation.generate import LoadedModel, generate_rows
+
+    col, path = _collator(tiny_model_dir, "qwen2_vl")
+    m = copy.deepcopy(model(path))  # the cached model is shared: its config is changed below
+    monkeypatch.setattr(messages, "row_to_example", lambda row, _cfg, _idx: row)
+    calls: list[tuple[dict, int]] = []
+    real_generate = m.generate
+
+    def spy(**kw):
+        ids = real_generate(**kw)
+        calls.append((kw, ids.shape[1] - kw["input_ids"].shape[1]))
+        return ids
+
+    m.generate = spy
+    loaded = LoadedModel(None, m, col.processor, "qwen2_vl")
+    rows = [(0, chat(["y"]))]
+    first = generate_rows(loaded, col, rows, batch_size=1, max_new_tokens=5)
+    kw, n_new = calls[-1]
+    assert kw["use_cache"] is True and kw["do_sample"] is False and kw["num_beams"] == 1
+    assert "eos_token_id" not in kw  # the model's own eos ids stay in charge
+    assert n_new == 5, "precondition: the tiny twin does not stop by itself within 5 tokens"
+    # The model's generation_config says: stop at the token it answers first.
+    [(enc, _)] = col.encode_prompts([rows[0][1]])
+    batch = col.collate_prompts([enc])
+    with torch.inference_mode():
+        first_token = int(real_generate(**batch, max_new_tokens=1, do_sample=False)[0, -1])
+    m.generation_config.eos_token_id = first_token
+    second = generate_rows(loaded, col, rows, batch_size=1, max_new_tokens=5)
+    assert calls[-1][1] == 1  # stopped at the generation_config's eos
+    assert len(first) == len(second) == 1
