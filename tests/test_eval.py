@@ -394,14 +394,28 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_processes_split_the_rows_and_gather_the_same_answers(demo, evaluated, tmp_path):
-    """torchrun with 2 CPU processes (gloo): each answers every other row; rank 0 writes all."""
+    """`accelerate launch` with 2 CPU processes (gloo): each answers every other row; rank 0
+    writes all. (vlmctl's cpu_ddp preset: accelerate starts them through torchrun.)"""
+    from vlmctl.training.launch import preset_path
+
     out = tmp_path / "E3"
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env["CUDA_VISIBLE_DEVICES"] = ""  # two processes on the CPU, whatever the machine has
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(var, None)
+    args = [sys.executable, "-m", "accelerate.commands.launch"]
+    args += ["--config_file", str(preset_path("cpu_ddp")), "--num_processes", "2", "--quiet"]
+    args += ["--main_process_port", str(_free_port())]  # other jobs may hold accelerate's 29500
     args += ["-m", "vlmctl", "eval", str(demo / "config"), "-m", str(demo / "run" / "merged")]
     args += ["--data", str(demo / "data" / "eval.csv"), "--rows", "10", "--out", str(out)]
     args += ["--max-new-tokens", "4", "--format", "json"]
@@ -421,7 +435,9 @@ def test_two_processes_split_the_rows_and_gather_the_same_answers(demo, evaluate
 
 
 @pytest.mark.slow
-def test_generation_eval_callback_logs_metrics_to_the_run_folder_and_wandb(demo, tmp_path):
+def test_generation_eval_callback_logs_metrics_to_the_run_folder_and_wandb(
+    demo, tmp_path, monkeypatch
+):
     """The training-time hook: fixed sample, same metrics, a jsonl line, a wandb table."""
     from types import SimpleNamespace
 
@@ -446,6 +462,11 @@ def test_generation_eval_callback_logs_metrics_to_the_run_folder_and_wandb(demo,
         collator, data.eval, settings, tmp_path, data.media_dirs, "qwen2_vl", say=said.append
     )
     run = wandb.init(mode="offline", dir=str(tmp_path), project="vlmctl-test")
+    logged: list[dict] = []
+    real_log = wandb.log
+    monkeypatch.setattr(
+        wandb, "log", lambda data, *a, **k: (logged.append(data), real_log(data, *a, **k))
+    )
     try:
         args = SimpleNamespace(report_to=["wandb"])
         for step in (5, 10):
@@ -464,6 +485,13 @@ def test_generation_eval_callback_logs_metrics_to_the_run_folder_and_wandb(demo,
     assert set(first["metrics"]) >= {"exact_match", "token_f1", "rouge_l", "anls"}
     assert summary["generation_eval/exact_match"] == pytest.approx(first["metrics"]["exact_match"])
     assert summary["generation_eval/samples"]["_type"] == "table-file"
+    # The table holds each row's image (wandb stores a table's images in its run_table
+    # artifact; the run's own table file shows "Image" placeholders): check what was logged.
+    tables = [d["generation_eval/samples"] for d in logged]
+    assert len(tables) == 2  # one per evaluation
+    col = tables[-1].columns.index("image")
+    assert len(tables[-1].data) == 8
+    assert all(isinstance(row[col], wandb.Image) for row in tables[-1].data), tables[-1].data[0]
     assert said and "exact_match" in said[0]
 
 
