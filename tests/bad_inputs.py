@@ -152,7 +152,7 @@ CASES: list[Case] = [
     _c(
         "yaml-binary",
         "a binary file",
-        (T,),
+        (f"{T}:1:1", "not UTF-8"),
         files=(("set/" + T, b"\x89PNG\r\n\x1a\n\x00\x00\xff"),),
     ),
     _c(
@@ -231,7 +231,7 @@ CASES: list[Case] = [
     _c(
         "key-model-typo",
         "a misspelt model key",
-        (f"{M}:", "model_name"),
+        (f"{M}:", "model_name", "unknown key"),
         edits=((M, "model_name_or_path:", "model_name:"),),
     ),
     _c(
@@ -243,7 +243,7 @@ CASES: list[Case] = [
     _c(
         "type-epochs-list",
         "num_train_epochs: [1]",
-        (f"{T}:", "num_train_epochs"),
+        (f"{T}:", "num_train_epochs", "got a list"),
         edits=((T, "num_train_epochs: 1.0", "num_train_epochs: [1]"),),
     ),
     _c(
@@ -252,24 +252,24 @@ CASES: list[Case] = [
         (f"{P}:", "r: expected", "sixty-four"),
         edits=((P, "r: 64", "r: sixty-four"),),
     ),
-    _c("type-r-zero", "r: 0", (f"{P}:", "r: "), edits=((P, "r: 64", "r: 0"),)),
-    _c("type-r-negative", "r: -4", (f"{P}:", "r: "), edits=((P, "r: 64", "r: -4"),)),
+    _c("type-r-zero", "r: 0", (f"{P}:", "r: ", "got 0"), edits=((P, "r: 64", "r: 0"),)),
+    _c("type-r-negative", "r: -4", (f"{P}:", "r: ", "got -4"), edits=((P, "r: 64", "r: -4"),)),
     _c(
         "type-alpha-string",
         "lora_alpha: lots",
-        (f"{P}:", "lora_alpha"),
+        (f"{P}:", "lora_alpha", "'lots'"),
         edits=((P, "lora_alpha: 16", "lora_alpha: lots"),),
     ),
     _c(
         "type-max-length-negative",
         "max_length: -5",
-        (f"{C}:", "max_length"),
+        (f"{C}:", "max_length", "got -5"),
         edits=((C, "max_length: 2048", "max_length: -5"),),
     ),
     _c(
         "type-max-length-text",
         "max_length: long",
-        (f"{C}:", "max_length"),
+        (f"{C}:", "max_length", "'long'"),
         edits=((C, "max_length: 2048", "max_length: long"),),
     ),
     _c(
@@ -287,7 +287,7 @@ CASES: list[Case] = [
     _c(
         "type-section-scalar",
         "a section written as a scalar",
-        (f"{P}:", "target_modules"),
+        (f"{P}:", "target_modules", "got a mapping"),
         files=(("set/" + P, "r: 8\ntarget_modules: {a: 1}\n"),),
     ),
     _c(
@@ -559,7 +559,7 @@ CASES: list[Case] = [
         "cli-sample-zero",
         "cli",
         "--sample 0",
-        ("--sample",),
+        ("--sample", "greater than or equal to 1"),
         args=("validate", "--sample", "0", "{set}"),
         exit=2,
     ),
@@ -567,7 +567,7 @@ CASES: list[Case] = [
         "cli-sample-and-all",
         "cli",
         "--sample with --all",
-        ("--sample and --all",),
+        ("--sample and --all", "exclude each other"),
         args=("validate", "--sample", "3", "--all", "{set}"),
         exit=2,
     ),
@@ -575,7 +575,7 @@ CASES: list[Case] = [
         "cli-config-only-sample",
         "cli",
         "--config-only with --sample",
-        ("--config-only",),
+        ("--sample", "need the dataset pass", "--config-only"),
         args=("validate", "--config-only", "--sample", "3", "{set}"),
         exit=2,
     ),
@@ -583,7 +583,7 @@ CASES: list[Case] = [
         "cli-num-proc-zero",
         "cli",
         "--num-proc 0",
-        ("--num-proc",),
+        ("--num-proc", "greater than or equal to 1"),
         args=("validate", "--num-proc", "0", "{set}"),
         exit=2,
     ),
@@ -618,7 +618,7 @@ CASES: list[Case] = [
         "cli-schema-file",
         "cli",
         "schema --file of a file that does not exist",
-        ("--file",),
+        ("--file", "'nope' is not one of"),
         args=("schema", "--file", "nope"),
         base="none",
         exit=2,
@@ -635,7 +635,7 @@ CASES: list[Case] = [
         "cli-merge-missing",
         "cli",
         "merge of an adapter folder that does not exist",
-        ("nothere",),
+        ("nothere", "does not exist"),
         args=("merge", "{root}/nothere"),
         base="none",
     ),
@@ -651,7 +651,7 @@ CASES: list[Case] = [
     _d(
         "data-missing",
         "dataset.path that does not exist",
-        ("dataset", "not found"),
+        (f"{C}:", "(dataset.path)", "dataset not found", "nothere.csv"),
         edits=((C, "data/data.csv", "data/nothere.csv"),),
     ),
     _d(
@@ -664,20 +664,25 @@ CASES: list[Case] = [
     _d(
         "data-header-only",
         "a CSV with a header only",
-        ("no rows",),
+        ("data.csv", "no rows"),
         files=(("data/data.csv", "image_name,question,answer\n"),),
     ),
-    _d("data-empty-csv", "an empty CSV file", ("data.csv",), files=(("data/data.csv", ""),)),
+    _d(
+        "data-empty-csv",
+        "an empty CSV file",
+        ("data.csv", "cannot read CSV"),
+        files=(("data/data.csv", ""),),
+    ),
     _d(
         "data-missing-column",
         "a column the config names is not in the data",
-        ("image_name",),
+        (f"{C}:", "(dataset_columns.image_column)", "'image_name' is not in the dataset"),
         files=(("data/data.csv", "image,question,answer\nimg0.jpg,q,a\nimg1.jpg,q,a\n"),),
     ),
     _d(
         "data-bad-json",
         "a JSON file with a syntax error",
-        ("data.json",),
+        ("data.json:2", "invalid JSON"),
         edits=((C, "data/data.csv", "data/data.json"),),
         files=(
             ("data/data.json", '[{"image_name": "img0.jpg", "question": "q", "answer": "a"},\n'),
@@ -686,7 +691,7 @@ CASES: list[Case] = [
     _d(
         "data-bad-jsonl",
         "a JSONL file with one broken line",
-        ("data.jsonl", "2"),
+        ("data.jsonl:2", "invalid JSON line"),
         edits=((C, "data/data.csv", "data/data.jsonl"),),
         files=(
             (
@@ -699,39 +704,39 @@ CASES: list[Case] = [
     _d(
         "data-bad-parquet",
         "a .parquet file that is not Parquet",
-        ("data.parquet",),
+        ("data.parquet", "cannot read parquet"),
         edits=((C, "data/data.csv", "data/data.parquet"),),
         files=(("data/data.parquet", b"PAR1 not really"),),
     ),
     _d(
         "data-empty-folder",
         "dataset.path an empty folder",
-        ("empty",),
+        ("data/empty", "no data files"),
         edits=((C, "data/data.csv", "data/empty"),),
         dirs=("data/empty",),
     ),
     _d(
         "data-eval-missing",
         "eval_path that does not exist",
-        ("noeval.csv", "not found"),
+        (f"{C}:2:3", "(dataset.eval_path)", "not found", "noeval.csv"),
         edits=((C, "dataset:\n", 'dataset:\n  eval_path: "../data/noeval.csv"\n'),),
     ),
     _d(
         "data-empty-answer",
         "a row with an empty answer",
-        ("row 2", "answer"),
+        ("row 2", "empty value in column 'answer'"),
         rows=((2, "answer", ""),),
     ),
     _d(
         "data-train-split",
         "a train_split the data does not have",
-        ("validation",),
+        ("data.csv", "train split 'validation' not in the dataset"),
         edits=((C, "dataset:\n", 'dataset:\n  train_split: "validation"\n'),),
     ),
     _d(
         "data-eval-split",
         "an eval_split the data does not have",
-        ("test",),
+        ("data.csv", "eval split 'test' not in the dataset"),
         edits=((C, "dataset:\n", 'dataset:\n  eval_split: "test"\n'),),
     ),
     _d(
@@ -751,7 +756,7 @@ CASES: list[Case] = [
     _d(
         "media-empty-path",
         "a row with an empty image path",
-        ("row 1", "empty"),
+        ("row 1", "empty value in column 'image_name'"),
         kind="media",
         rows=((1, "image_name", ""),),
     ),
@@ -813,7 +818,7 @@ CASES: list[Case] = [
     _d(
         "media-random-bytes",
         "random bytes named .jpg",
-        ("row 1", "noise.jpg"),
+        ("row 1", "noise.jpg", "not an image"),
         kind="media",
         rows=((1, "image_name", "noise.jpg"),),
         files=(("data/images/noise.jpg", bytes(range(256)) * 4),),
@@ -897,7 +902,7 @@ CASES: list[Case] = [
     _d(
         "path-data-relative-missing",
         "dataset.path relative to the wrong folder",
-        ("dataset", "not found", "relative"),
+        (f"{C}:", "(dataset.path)", "dataset not found", "relative"),
         kind="path",
         edits=((C, '"../data/data.csv"', '"data.csv"'),),
     ),

@@ -137,6 +137,9 @@ def test_the_corpus_is_large_and_ids_are_unique():
     assert len({c.id for c in CASES}) == len(CASES)
     kinds = {c.kind for c in CASES}
     assert kinds == {"config", "dataset", "media", "path", "permission", "cli"}
+    # Each case pins the line's where (first) and its what (then): not a bare file name.
+    vague = [c.id for c in CASES if len(c.expect) < 2]
+    assert not vague, vague
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -164,6 +167,8 @@ def test_bad_input(case: Case, tmp_path, config_base, request, monkeypatch, caps
     line = errors[0]
     for expected in case.expect:
         assert expected in line, (expected, line)
+    where, what = case.expect[0], case.expect[1]
+    assert line.index(where) <= line.rindex(what), ("the where comes first", line)
     assert "(fix: " in line or case.exit == 2, line  # usage lines end with `see --help`
     assert "see `" in line or "(fix: " in line
     assert "Traceback" not in text

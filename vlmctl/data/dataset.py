@@ -568,7 +568,14 @@ def load_splits(
         sub = cfg.model_copy(
             update={"dataset": ds_cfg.model_copy(update={"path": eval_path, "eval_path": None})}
         )
-        ekind, eloc = resolve_source(sub, config_dir)
+        try:
+            ekind, eloc = resolve_source(sub, config_dir)
+        except DataError as exc:  # name the key that is wrong, not dataset.path
+            for f in exc.findings:
+                if f.key == "dataset.path":
+                    f.key = "dataset.eval_path"
+                    f.hint = (f.hint or "").replace("dataset.path", "dataset.eval_path") or None
+            raise
         edd, enotes = _load_dict(ekind, eloc, sub)
         notes += enotes
         split = ds_cfg.eval_split or ("train" if "train" in edd else next(iter(edd)))
