@@ -16,11 +16,20 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import _env, _never, _start_train, make_set, vlmctl
+from test_train import (
+    _env,
+    _last_loss,
+    _mean_losses_match,
+    _never,
+    _same_adapter,
+    _start_train,
+    make_set,
+    vlmctl,
+)
 
 from vlmctl.errors import ConfigError, DataError, UsageError, VlmctlError
 from vlmctl.training import rundir
-from vlmctl.training.run import TrainRequest
+from vlmctl.training.run import TrainRequest, latest_checkpoint
 from vlmctl.training.run import train as run_train
 
 
@@ -48,6 +57,75 @@ class _Recorder:
             {"locked": rundir.is_locked(self.run), "entries": rundir.entries(self.run)}
         )
         return 0
+
+
+# --- 5. exact resume with the template's defaults ---------------------------------------------
+
+# What the tiny CPU run has to change: its size, its steps, and no wandb login. Everything that
+# decides the data order, the randomness and the update stays the template's: group_by_length,
+# gradient accumulation 2, gradient checkpointing, bf16 (autocast on the CPU) over bf16
+# weights, the default linear schedule, LoRA dropout 0.05 on r=64, prompt tokens trained.
+_TEMPLATE_BACK = [
+    "train.gradient_accumulation_steps=2",
+    "train.gradient_checkpointing=true",
+    "train.bf16=true",
+    "train.group_by_length=true",
+    "train.lr_scheduler_type=linear",
+    "train.save_total_limit=2",
+    "peft.r=64",
+    "peft.lora_alpha=16",
+    "peft.lora_dropout=0.05",
+    "model.loading_params.torch_dtype=torch.bfloat16",
+    "collator.label_masking.mask_input_tokens=false",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("procs", [1, 2])
+def test_sigterm_resume_is_bit_identical_with_the_template_defaults(tmp_path, tiny_qwen, procs):
+    """SIGTERM in the middle of the third epoch, `--resume auto`: the adapter and the run's mean
+    loss equal an uninterrupted run's, on 1 and on 2 processes, with the template's settings."""
+    from vlmctl.config.templates import render_templates
+
+    templ = render_templates()
+    for line in ("gradient_accumulation_steps: 2", "group_by_length: true", "bf16: true",
+                 "gradient_checkpointing: true"):  # fmt: skip
+        assert line in templ["train_config.yaml"], f"the template changed: {line}"
+    assert "lora_dropout: 0.05" in templ["peft_config.yaml"]
+    steps = 10
+    changes = ["--num-processes", str(procs)]
+    for item in [*_TEMPLATE_BACK, f"train.max_steps={steps}", "train.logging_steps=1",
+                 "train.save_steps=5", "train.learning_rate=1e-3"]:  # fmt: skip
+        changes += ["--set", item]
+    # 4 rows a batch x 2 accumulated x procs: 3 optimizer steps per epoch
+    config = make_set(tmp_path, tiny_qwen, n_train=24 * procs, steps=steps)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    ref = tmp_path / "ref"
+    proc = vlmctl(["train", str(config), "--output-dir", str(ref), *changes], _env(tmp))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = tmp_path / "run"
+    p = _start_train(config, changes, _env(tmp, VLMCTL_TEST_STEP_SLEEP="0.5"))
+    try:
+        seen = _wait_for(p.stderr, "step 7/", 600)
+        p.send_signal(signal.SIGTERM)
+        code = p.wait(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=60)
+    text = "".join(seen) + p.stderr.read()
+    assert code == 143, text[-3000:]
+    stopped = int(latest_checkpoint(run).name.split("-")[1])
+    assert 7 <= stopped < 9, (stopped, text[-3000:])  # mid third epoch, not at a boundary
+
+    proc = vlmctl(["train", str(config), *changes, "--resume", "auto"], _env(tmp))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed at step {stopped}" in proc.stderr
+    assert _last_loss(run, steps) == _last_loss(ref, steps)
+    _same_adapter(run, ref)
+    _mean_losses_match(run, ref)
 
 
 # --- 6. one run per folder ----------------------------------------------------------------------
