@@ -163,6 +163,32 @@ def test_an_allowed_module_that_lives_in_the_working_folder_is_refused(tmp_path)
     assert len(errors) == 1 and "not an installed module" in errors[0], r.stdout
 
 
+def test_train_imports_an_allowed_module_from_where_it_is_installed_not_the_working_folder(
+    tmp_path, monkeypatch
+):
+    """Even with the working folder on sys.path (PYTHONPATH=., a script run from there), the
+    class `train`/`merge` import comes from the installed package, never a same-named file."""
+    from vlmctl.models.resolve import _class
+
+    site, work = tmp_path / "site", tmp_path / "work"
+    site.mkdir()
+    work.mkdir()
+    marker = tmp_path / "PWNED"
+    _plant(work, "okpkg", marker)
+    (site / "okpkg.py").write_text("class Evil:\n    where = 'site'\n")
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", [str(work), "", str(site), *sys.path])
+    monkeypatch.setenv("VLMCTL_ALLOW_IMPORTS", "okpkg")
+    sys.modules.pop("okpkg", None)
+    try:
+        cls = _class("okpkg", "Evil")
+        assert not marker.exists(), "imported the working folder's okpkg.py"
+        assert cls.where == "site"
+        assert sys.path[:2] == [str(work), ""]  # sys.path is given back as it was
+    finally:
+        sys.modules.pop("okpkg", None)
+
+
 # ---- 3. file contents in error messages; media paths leaving the dataset folders ----
 
 SECRET = "HF_TOKEN=hf_abcdefSECRET123456"

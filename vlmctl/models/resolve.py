@@ -299,12 +299,35 @@ def _quantization_config(cfg: ModelConfig) -> Any:
     )
 
 
+def _import_installed(import_path: str) -> Any:
+    """Import an allowed module with the working folder off sys.path for the import, so a
+    same-named file there (PYTHONPATH=., a script run from that folder) is never the one run."""
+    import importlib
+
+    bad = _untrusted_dirs()
+    saved = list(sys.path)
+
+    def trusted(entry: str) -> bool:
+        try:
+            return Path(entry or ".").resolve() not in bad
+        except OSError:
+            return False
+
+    sys.path[:] = [e for e in saved if trusted(e)]
+    try:
+        return importlib.import_module(import_path)
+    finally:
+        sys.path[:] = saved
+
+
 def _class(import_path: str, name: str) -> Any:
     import importlib
 
     if import_path != "transformers":
         check_import_path(import_path, "?")  # the environment may differ from resolve time
-    module = importlib.import_module(import_path)
+        module = _import_installed(import_path)
+    else:
+        module = importlib.import_module(import_path)
     cls = getattr(module, name, None)
     if cls is None:
         raise ConfigError(
