@@ -61,7 +61,7 @@ class LoadedData:
     source: Path | str | None = None  # the resolved local path, or the hub id
 
 
-def _err(message: str, hint: str | None = None, *, file: Path | str | None = None, line=None):
+def _err(message: str, hint: str | None = None, *, file=None, line=None, key="dataset.path"):
     return DataError(
         Finding(
             "error",
@@ -69,7 +69,7 @@ def _err(message: str, hint: str | None = None, *, file: Path | str | None = Non
             hint=hint,
             file=str(file) if file is not None else None,
             line=line,
-            key=None if file is not None else "dataset.path",
+            key=None if file is not None else key,
             code="dataset",
         )
     )
@@ -94,8 +94,8 @@ def _looks_like_hub_id(path: str) -> bool:
     return 1 <= len(parts) <= 2 and all(parts)
 
 
-def resolve_source(cfg, config_dir: Path) -> tuple[str, Path | str]:
-    """(kind, location): the source kind and the local path (or hub id) `dataset.path` names."""
+def resolve_source(cfg, config_dir: Path, key: str = "dataset.path") -> tuple[str, Path | str]:
+    """(kind, local path or hub id) that `dataset.path` names; errors name `key` (eval_path)."""
     ds = cfg.dataset
     if not ds.path:
         raise _err(
@@ -112,8 +112,8 @@ def resolve_source(cfg, config_dir: Path) -> tuple[str, Path | str]:
             return "hub", raw
         raise _err(
             f"dataset not found: {local}",
-            "dataset.path is relative to the config folder; check the path (or set "
-            "format: hub for a hub id)",
+            f"{key} is relative to the config folder; check the path (format: hub for a hub id)",
+            key=key,
         )
     if ds.format not in ("auto", "hub"):
         kind = {"jsonl": "json"}.get(ds.format, ds.format)
@@ -568,14 +568,7 @@ def load_splits(
         sub = cfg.model_copy(
             update={"dataset": ds_cfg.model_copy(update={"path": eval_path, "eval_path": None})}
         )
-        try:
-            ekind, eloc = resolve_source(sub, config_dir)
-        except DataError as exc:  # name the key that is wrong, not dataset.path
-            for f in exc.findings:
-                if f.key == "dataset.path":
-                    f.key = "dataset.eval_path"
-                    f.hint = (f.hint or "").replace("dataset.path", "dataset.eval_path") or None
-            raise
+        ekind, eloc = resolve_source(sub, config_dir, key="dataset.eval_path")
         edd, enotes = _load_dict(ekind, eloc, sub)
         notes += enotes
         split = ds_cfg.eval_split or ("train" if "train" in edd else next(iter(edd)))
