@@ -27,6 +27,10 @@ from vlmctl.training.run import TrainRequest, plan_run
 REPO = Path(__file__).resolve().parent.parent
 PLANTED_HUB = "hf_PlantedHubTokenAAAAAAAAAAAAAAAAAAAA"
 PLANTED_PROC = "hf_PlantedProcessorTokenBBBBBBBBBBBBBB"
+PLANTED_ENV = {  # credentials in the environment a CI job or a VM gives vlmctl
+    "WANDB_API_KEY": "0123456789abcdefPlantedWandbKeyCCCCCCCC",
+    "HUGGING_FACE_HUB_TOKEN": "hf_PlantedEnvTokenDDDDDDDDDDDDDDDDDDDD",
+}
 
 
 def test_filter_keeps_settings_whose_names_contain_token_or_key():
@@ -226,6 +230,7 @@ def test_planted_credentials_leave_no_trace_in_a_finished_run(tmp_path):
                 "NETRC": str(tmp_path / "no-netrc"), "WANDB_MODE": "offline"})  # fmt: skip
     for k in ("WANDB_API_KEY", "WANDB_DIR", "HF_TOKEN"):
         env.pop(k, None)
+    env.update(PLANTED_ENV)
     stop, seen = threading.Event(), []
     scanner = threading.Thread(target=_scan_cmdlines, args=(stop, seen), daemon=True)
     scanner.start()
@@ -251,10 +256,15 @@ def test_planted_credentials_leave_no_trace_in_a_finished_run(tmp_path):
     assert any(n.endswith("training_args.bin") and n.startswith("checkpoint-") for n in names)
     assert any("worker" in c for c in seen), "the scanner never saw the worker"
     texts = {"stdout": proc.stdout, "stderr": proc.stderr, "argv": "\n".join(seen)}
-    for p in files:
+    # The run folder, and everything else left under the test's folder (TMPDIR: the private
+    # status folder that carried the credentials to the worker is gone once the run ends).
+    for p in [p for p in tmp_path.rglob("*") if p.is_file()]:
         texts[str(p)] = p.read_bytes().decode("latin-1")
+    assert set(map(str, files)) <= set(texts)
+    planted_all = [PLANTED_HUB, PLANTED_PROC, "PlantedHub", "PlantedProcessor", "PlantedWandb",
+                   "PlantedEnv", *PLANTED_ENV.values()]  # fmt: skip
     for where, text in texts.items():
-        for planted in (PLANTED_HUB, PLANTED_PROC, "PlantedHub", "PlantedProcessor"):
+        for planted in planted_all:
             assert planted not in text, f"{planted} found in {where}"
     # The settings that merely contain "token" are still recorded.
     manifest = json.loads((run / "vlmctl-run.json").read_text())
