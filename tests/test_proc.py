@@ -46,3 +46,29 @@ def test_pid_alive():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert not pid_alive(proc.pid)
+
+
+def test_a_new_status_dir_removes_what_a_killed_run_left(tmp_path, monkeypatch):
+    """The credentials file of a `kill -9`ed train (its status folder) is removed by the next
+    train; a folder of a process still alive, and other files, are kept."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from vlmctl.proc import new_status_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"vlmctl-run-{dead.pid}-abc"
+    stale.mkdir()
+    (stale / "secret-overrides.json").write_text('["train.hub_token=hf_x"]')
+    alive = tmp_path / f"vlmctl-run-{os.getppid()}-def"
+    alive.mkdir()
+    other = tmp_path / f"vlmctl-runner-{dead.pid}-x"
+    other.mkdir()
+    new = new_status_dir()
+    assert not stale.exists()
+    assert alive.is_dir() and other.is_dir()
+    assert new.parent == tmp_path and new.name.startswith(f"vlmctl-run-{os.getpid()}-")
+    assert new.stat().st_mode & 0o777 == 0o700

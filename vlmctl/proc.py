@@ -1,11 +1,12 @@
 """Process-level switches shared by the CLI, the training worker, eval and merge.
 
-Light on purpose (only `os`): `vlmctl --help` imports it.
+Light on purpose (only `os` and `pathlib`): `vlmctl --help` imports it.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 DEBUG_ENV = "VLMCTL_DEBUG"
 
@@ -27,3 +28,33 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+STATUS_PREFIX = "vlmctl-run-"
+
+
+def new_status_dir() -> Path:
+    """A private (0700) folder for one `vlmctl train`, named after this process, after removing
+    the folders of earlier runs whose process is gone.
+
+    Why: the folder holds the run's credentials file (0600) and is removed when train ends; a
+    `kill -9` of vlmctl cannot run that clean-up, so the next train removes what it left."""
+    import re
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.gettempdir())
+    pattern = re.compile(rf"{re.escape(STATUS_PREFIX)}(\d+)-")
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        try:
+            mine = entry.is_dir() and entry.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if m and mine and not pid_alive(int(m.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{STATUS_PREFIX}{os.getpid()}-"))

@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,9 +303,10 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
     gpus = ln.detect_gpu_count() if gpu_count is None else gpu_count
     preset, nproc, pnotes = pick_preset(req, gpus)
     notes += pnotes
+    from vlmctl.proc import new_status_dir
     from vlmctl.training.manifest import is_secret_override
 
-    status_dir = Path(tempfile.mkdtemp(prefix="vlmctl-run-"))  # mode 0700
+    status_dir = new_status_dir()  # mode 0700; removes what a killed earlier run left
     worker_args = [str(cs.dir.resolve()), "--output-dir", str(output_dir)]
     secret = [o for o in overrides if is_secret_override(o)]
     for o in overrides:
