@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-TARGETS = r".*(language_model|text_model).*\.(q_proj|v_proj)"
+TARGETS = r".*(language_model|text_model).*\.(q_proj|v_proj|wqkv)"  # wqkv: InternLM2
 
 
 def _peak_rss_mb() -> float:
@@ -112,7 +112,10 @@ def train(family: str, base: str, work: str) -> dict:
     }
     (run / "vlmctl-run.json").write_text(json.dumps(manifest))
     del peft_model, model, opt
-    result = run_merge(MergeOptions(source=run, output=work_dir / "merged", dtype="fp32"))
+    opts = MergeOptions(
+        source=run, output=work_dir / "merged", dtype="fp32", trust_remote_code=k.remote_code
+    )
+    result = run_merge(opts)
     verify = result.report["verify"]
 
     out = work_dir / "merged"

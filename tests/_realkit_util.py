@@ -48,7 +48,7 @@ def kit_params(models_only: bool = False):
         kit = load_kit(d)
         if models_only and not kit.build_model:
             continue
-        reason = missing_reason(kit)
+        reason = missing_reason(kit, model=models_only)
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         out.append(pytest.param(kit.family, marks=marks, id=kit.family))
     return out
@@ -148,7 +148,9 @@ def run_job(*args: str, timeout: float = 900) -> dict:
     import sys
 
     root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, str(_JOB.parent)])}
+    # (the caller's PYTHONPATH too: modules installed beside the venv, e.g. einops/timm)
+    paths = [root, str(_JOB.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.run(
         [sys.executable, str(_JOB), *args],
         capture_output=True,

@@ -36,14 +36,22 @@ def load_config(plan: MergePlan):
     return AutoConfig.from_pretrained(str(plan.base_dir), trust_remote_code=plan.trust_remote_code)
 
 
+def _load(plan: MergePlan, folder: Path):
+    """`from_pretrained` of the resolved class; remote code with vlmctl's compatibility steps
+    for 4.x-era modeling code (`vlmctl.models.remote_compat`)."""
+    cls = resolve_model_class(plan)
+    if plan.trust_remote_code:
+        from vlmctl.models.remote_compat import load_remote_model
+
+        return load_remote_model(cls, folder, dtype=torch_dtype(plan.dtype))
+    return cls.from_pretrained(
+        str(folder), dtype=torch_dtype(plan.dtype), trust_remote_code=plan.trust_remote_code
+    )
+
+
 def load_base(plan: MergePlan):
     """The base model in full precision (never 4/8-bit), in the output dtype."""
-    cls = resolve_model_class(plan)
-    return cls.from_pretrained(
-        str(plan.base_dir),
-        dtype=torch_dtype(plan.dtype),
-        trust_remote_code=plan.trust_remote_code,
-    )
+    return _load(plan, plan.base_dir)
 
 
 def load_adapter_model(plan: MergePlan, base_model):
@@ -64,13 +72,16 @@ def load_adapter_model(plan: MergePlan, base_model):
 
 
 def load_processor(folder: Path, trust: bool):
+    """The folder's processor (vlmctl's adapter for InternVL2, which ships none)."""
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust)
+    from vlmctl.models.internvl_chat import wrap_processor
+
+    return wrap_processor(
+        AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust), folder
+    )
 
 
 def reload_merged(plan: MergePlan, folder: Path):
-    cls = resolve_model_class(plan)
-    return cls.from_pretrained(
-        str(folder), dtype=torch_dtype(plan.dtype), trust_remote_code=plan.trust_remote_code
-    ).eval()
+    """The written merged folder, loaded like the base (to verify it)."""
+    return _load(plan, folder).eval()

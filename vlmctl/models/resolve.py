@@ -413,8 +413,12 @@ def load_model(
     kwargs.update(overrides)
     path = str(model_path or res.model_id)
     if res.source == "remote_code":
-        cls = _remote_auto_class(res, path, cfg.revision)
-    elif res.source == "auto":
+        from vlmctl.models.remote_compat import load_remote_model
+
+        # 4.x-era remote code needs a few compatibility steps under transformers 5 (that
+        # module's doc); a module its code imports but is not installed: one line.
+        return load_remote_model(_remote_auto_class(res, path, cfg.revision), path, **kwargs)
+    if res.source == "auto":
         from transformers import AutoModelForImageTextToText as cls
     else:
         cls = _class(res.import_path, res.model_class)

@@ -14,7 +14,9 @@ released small files and a `kit.yaml`:
 - optional `added_tokens` / `extra_special_tokens` (media tokens the checkpoint adds to a
   shared vocabulary), `tokenizer_settings`, `image_processor` (class, when the folder has no
   preprocessor config), `model: false` (no model class to build: processor checks only),
-  and `shrink` overrides (`text`, `vision`, `image_processor`).
+  `model_needs` (modules only the model's remote code imports: the model tests skip without
+  them, the processor tests do not), and `shrink` overrides (`text`, `vision`,
+  `image_processor`).
 
 `assemble_kit` copies the real files (plus the tokenizer) into a folder that
 `AutoProcessor.from_pretrained` loads exactly as it loads a user's download;
@@ -111,11 +113,15 @@ def load_kit(path: str | Path) -> Kit:
     )
 
 
-def missing_reason(kit: Kit) -> str | None:
-    """Why this kit cannot be assembled here (shared folder or a needed module absent)."""
+def missing_reason(kit: Kit, model: bool = False) -> str | None:
+    """Why this kit cannot be assembled here (shared folder or a needed module absent);
+    with `model`, also the modules only its model code imports (`model_needs`)."""
     import importlib.util
 
-    for module in kit.raw.get("needs") or []:
+    needs = list(kit.raw.get("needs") or [])
+    if model:
+        needs += list(kit.raw.get("model_needs") or [])
+    for module in needs:
         if importlib.util.find_spec(str(module)) is None:
             return f"{kit.family}: needs the Python module {module!r}, not installed here"
     name = kit.shared_name
@@ -253,8 +259,11 @@ def load_kit_model(folder: str | Path, kit: Kit):
     """The kit's saved tiny model, loaded by the Auto class a user's checkpoint resolves to."""
     import transformers as tf
 
-    cls = tf.AutoModelForCausalLM if kit.remote_code else tf.AutoModelForImageTextToText
-    return cls.from_pretrained(str(folder), trust_remote_code=kit.remote_code)
+    from vlmctl.models.remote_compat import load_remote_model
+
+    if kit.remote_code:  # with vlmctl's compatibility steps for 4.x-era remote code
+        return load_remote_model(tf.AutoModelForCausalLM, folder)
+    return tf.AutoModelForImageTextToText.from_pretrained(str(folder))
 
 
 def _image_side(image_processor) -> int | None:
@@ -281,7 +290,13 @@ def build_kit_model(kit: Kit, out_dir: str | Path, seed: int = 0) -> Path:
     config, model_cls = kit_model_config(kit, out)
     check_tiny(config, model_cls, kit)
     torch.manual_seed(seed)
-    model = model_cls.from_config(config, trust_remote_code=kit.remote_code)
+    if kit.remote_code:  # 4.x-era remote code: vlmctl's compatibility steps, as when loading
+        from vlmctl.models.remote_compat import prepare_remote_model, remote_class
+
+        remote_class(model_cls, out)
+        model = prepare_remote_model(model_cls.from_config(config, trust_remote_code=True), out)
+    else:
+        model = model_cls.from_config(config)
     model.save_pretrained(str(out))
     return out
 
