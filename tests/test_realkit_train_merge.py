@@ -22,9 +22,6 @@ FLAKY: set[str] = set()
 NO_MODEL = {
     "phi3_v": "no modeling_phi3_v.py in the kit (only the processing code was found in a "
     "public repository); transformers has no Phi-3-vision model class",
-    "internvl_chat": "InternVL2's released modeling code does not run under transformers 5.x "
-    "(save_pretrained: InternLM2ForCausalLM._tied_weights_keys is a list, 5.x expects a "
-    "dict) and imports einops and timm",
 }
 # One child: a tiny model, one step, merge, generate. Measured peaks: 0.9-1.7 GB for most kits,
 # 4.6 GB Idefics3 / SmolVLM (17 tiles, ~2,900 tokens), 10.6 GB LLaVA-OneVision: merge verify

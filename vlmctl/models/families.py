@@ -65,7 +65,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("internvl_chat", "InternVL2", "OpenGVLab/InternVL2-2B",
            "internvl_chat", "InternVLChatModel",
            "released (tokenizer, string content; vlmctl's InternVLChatProcessor)",
-           True, True, True, True, _MASK),
+           True, True, True, True, _ALL),
     Family("paligemma", "PaliGemma", "google/paligemma-3b-pt-448", "paligemma",
            "PaliGemmaForConditionalGeneration", "none (prefix/suffix)", True, False, False,
            False, _ALL),
