@@ -161,8 +161,10 @@ def check_tiny(config, model_cls, kit: Any) -> int:
         with torch.device("meta"):
             model = model_cls.from_config(config, trust_remote_code=kit.remote_code)
     except Exception:  # noqa: BLE001 - remote code that calls .item() while building
-        # The config's own sizes then: every linear is at most hidden x intermediate.
-        return _check_sizes(config.to_dict(), kit)
+        # (InternViT's drop-path schedule): the config's own sizes first (every linear is at
+        # most hidden x intermediate), then, shrunk, a real build on the CPU is cheap.
+        _check_sizes(config.to_dict(), kit)
+        model = model_cls.from_config(config, trust_remote_code=kit.remote_code)
     n = sum(p.numel() for p in model.parameters())
     if n > MAX_KIT_PARAMS:
         big = sorted(((p.numel(), name) for name, p in model.named_parameters()), reverse=True)
