@@ -45,8 +45,8 @@ OBJECTS = {
 ANSWERS = ["white", "black", "leather", "four", "curved", "gold", "square", "wood", "kitten"]
 
 
-def make_rows(n: int, seed: int = 0, max_side: int = 128) -> list[dict]:
-    """abo_vqa_csv-like rows with 1-3 images each (PIL images of varied sizes)."""
+def make_rows(n: int, seed: int = 0, max_side: int = 128, side: int = 0) -> list[dict]:
+    """abo_vqa_csv-like rows with 1-3 images each (varied sizes, or all `side` x `side`)."""
     import numpy as np
     from PIL import Image
 
@@ -58,6 +58,8 @@ def make_rows(n: int, seed: int = 0, max_side: int = 128) -> list[dict]:
         images = []
         for _ in range(k):
             w, h = rng.randint(32, max_side), rng.randint(32, max_side)
+            if side:  # abo_vqa_csv's curated images are all 256 x 256
+                w = h = side
             arr = np.random.default_rng(seed * 1000 + i * 3 + len(images)).integers(
                 0, 255, (h, w, 3), dtype=np.uint8
             )
@@ -86,8 +88,16 @@ def _pixels(ip, lo: int, hi: int) -> None:
     ip.size = {"shortest_edge": lo, "longest_edge": hi}
 
 
-def build_model(shape: str, folder: Path, device: str, dtype, layers: int | None = None):
-    """(processor, model): the tiny Qwen2-VL twin, or a random Qwen2-VL-2B-shaped model."""
+def build_model(
+    shape: str, folder: Path, device: str, dtype, layers: int | None = None, vocab: int = 151936
+):
+    """(processor, model): the tiny Qwen2-VL twin, or a random Qwen2-VL-2B-shaped model.
+
+    `qwen2-vl-2b-lm`: Qwen2-VL-2B's language-model widths (`layers` of them, default 2) and a
+    one-layer 64-wide vision tower with the real patch 14 / merge 2 (a 256-px image is 81
+    tokens, as on the real model): a CPU-sized model whose step cost is the language model's
+    per-token work, as on real models, not the tiny twin's vision tower and overhead.
+    """
     import torch
     import transformers as tf
 
@@ -109,7 +119,7 @@ def build_model(shape: str, folder: Path, device: str, dtype, layers: int | None
             "num_attention_heads": 12,
             "num_key_value_heads": 2,
             "head_dim": 128,
-            "vocab_size": 151936,
+            "vocab_size": vocab,
             "max_position_embeddings": 32768,
         }.items():
             setattr(text, key, value)
@@ -119,18 +129,22 @@ def build_model(shape: str, folder: Path, device: str, dtype, layers: int | None
             "mrope_section": [16, 24, 24],
         }
         v = cfg.vision_config
+        lm_only = shape == "qwen2-vl-2b-lm"
         for key, value in {
-            "depth": 32,
-            "embed_dim": 1280,
+            "depth": 1 if lm_only else 32,
+            "embed_dim": 64 if lm_only else 1280,
             "hidden_size": 1536,
-            "num_heads": 16,
+            "num_heads": 2 if lm_only else 16,
             "mlp_ratio": 4,
             "patch_size": 14,
         }.items():
             setattr(v, key, value)
         ip.patch_size, ip.merge_size = 14, 2
         _pixels(ip, 56 * 56, 448 * 448)
-        if layers:  # a smoke test of this path on a CPU
+        if lm_only:
+            text.num_hidden_layers = layers or 2
+            text.layer_types = ["full_attention"] * text.num_hidden_layers
+        elif layers:  # a smoke test of this path on a CPU
             text.num_hidden_layers, v.depth = layers, layers
             text.layer_types = text.layer_types[:layers] if text.layer_types else None
         elif text.layer_types:
@@ -148,7 +162,90 @@ def padded_fraction(batches: list[list[int]], lengths: list[int]) -> float:
     return 1 - real / total
 
 
-def train_epoch(model, batches, collate, device, lr=1e-4) -> dict:
+class Split:
+    """Where a CPU step's time goes: collate, forward, backward, optimizer, and inside
+    forward+backward the vision tower, the attention kernels and the LM head.
+
+    Measured in process CPU seconds (with `--threads 1`, the step's own work: a shared
+    machine's load does not inflate it as it does wall time).
+
+    Forward parts are timed by hooks; a backward part by identity autograd nodes on its
+    output (its gradient arrives: start) and its input (its gradient leaves: end). The CPU
+    autograd engine runs one node at a time, so the spans do not overlap. The vision tower is
+    the first thing of the forward graph: its backward ends when backward ends.
+    """
+
+    def __init__(self, model) -> None:
+        import torch
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        self.t: dict[str, float] = {}
+        self._spans: list[tuple[str, dict]] = []
+        split = self
+
+        class Mark(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, box, key):
+                ctx.box, ctx.key = box, key
+                return x.view_as(x)
+
+            @staticmethod
+            def backward(ctx, g):
+                ctx.box.setdefault(ctx.key, time.process_time())
+                return g, None, None
+
+        self.Mark = Mark
+        sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+        def timed_sdpa(module, q, k, v, *args, **kwargs):
+            if module.__class__.__name__.startswith("Qwen2VLVision"):
+                return sdpa(module, q, k, v, *args, **kwargs)
+            box: dict = {}
+            q, k, v = (Mark.apply(x, box, "end") for x in (q, k, v))
+            t0 = time.process_time()
+            out, w = sdpa(module, q, k, v, *args, **kwargs)
+            split.add("attention_fwd", time.process_time() - t0)
+            split._spans.append(("attention_bwd", box))
+            return Mark.apply(out, box, "start"), w
+
+        ALL_ATTENTION_FUNCTIONS["sdpa"] = timed_sdpa
+        inner = model.model
+        self._hook(inner.visual, "vision", grad_in=False)
+        self._hook(model.lm_head, "lm_head", grad_in=True)
+
+    def add(self, key: str, secs: float) -> None:
+        self.t[key] = self.t.get(key, 0.0) + secs
+
+    def _hook(self, module, name: str, grad_in: bool) -> None:
+        state: dict = {}
+
+        def pre(mod, args):
+            state["t0"] = time.process_time()
+            state["box"] = box = {}
+            self._spans.append((f"{name}_bwd", box))
+            if grad_in and args and getattr(args[0], "requires_grad", False):
+                return (self.Mark.apply(args[0], box, "end"), *args[1:])
+            return None
+
+        def post(mod, args, out):
+            self.add(f"{name}_fwd", time.process_time() - state["t0"])
+            if hasattr(out, "pooler_output"):  # the vision tower's merged features
+                out.pooler_output = self.Mark.apply(out.pooler_output, state["box"], "start")
+                return out
+            return self.Mark.apply(out, state["box"], "start")
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+    def backward_done(self, end: float) -> None:
+        """Turn this step's backward marks into seconds."""
+        for key, box in self._spans:
+            if "start" in box:
+                self.add(key, box.get("end", end) - box["start"])
+        self._spans.clear()
+
+
+def train_epoch(model, batches, collate, device, lr=1e-4, split: Split | None = None) -> dict:
     """One pass over `batches` (lists of encodings): tokens/s over collate + step time."""
     import torch
 
@@ -160,8 +257,11 @@ def train_epoch(model, batches, collate, device, lr=1e-4) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     real = seen = 0
+    if split:
+        split.t.clear()
     t0, c0 = time.perf_counter(), time.process_time()
     for encs in batches:
+        ta = time.process_time()
         batch = collate(encs)
         n_sup = int((batch["labels"][..., 1:] != -100).sum())
         batch = model_inputs(model, batch)
@@ -169,6 +269,7 @@ def train_epoch(model, batches, collate, device, lr=1e-4) -> dict:
         batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        tb = time.process_time()
         logits = model(**batch).logits
         loss = torch.nn.functional.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(),
@@ -176,9 +277,21 @@ def train_epoch(model, batches, collate, device, lr=1e-4) -> dict:
             ignore_index=-100,
             reduction="sum",
         ) / max(1, n_sup)
+        tc = time.process_time()
         loss.backward()
+        td = time.process_time()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        te = time.process_time()
+        if split:
+            split.backward_done(td)
+            for key, secs in (
+                ("collate", tb - ta),
+                ("forward", tc - tb),
+                ("backward", td - tc),
+                ("optimizer", te - td),
+            ):
+                split.add(key, secs)
         real += sum(e.length for e in encs)
         seen += batch["input_ids"].numel()
     if device == "cuda":
@@ -195,6 +308,8 @@ def train_epoch(model, batches, collate, device, lr=1e-4) -> dict:
     }
     if device == "cuda":
         out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if split:
+        out["split_seconds"] = {k: round(v, 2) for k, v in split.t.items()}
     return out
 
 
@@ -253,11 +368,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--capacity", type=int, default=1024, help="tokens per bin (max_length)")
     p.add_argument("--bins-per-step", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--shape", default="tiny", choices=["tiny", "qwen2-vl-2b"])
+    p.add_argument("--shape", default="tiny", choices=["tiny", "qwen2-vl-2b", "qwen2-vl-2b-lm"])
+    p.add_argument("--image-side", type=int, default=0, help="all images N x N (abo_vqa_csv: 256)")
+    p.add_argument("--vocab", type=int, default=151936, help="vocabulary (2b shapes)")
+    p.add_argument("--split", action="store_true", help="time split of every step")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch threads (1: CPU time immune to load)"
+    )
     p.add_argument("--trl", action="store_true", help="also time a plain TRL script (padded)")
     p.add_argument("--repeats", type=int, default=2, help="best of N epochs per mode")
     p.add_argument("--out", default="/tmp/bench-packing")
-    p.add_argument("--layers", type=int, default=None, help="fewer layers (smoke test)")
+    p.add_argument(
+        "--layers", type=int, default=None, help="LM layers (2b-lm: default 2; 2b: smoke test)"
+    )
     p.add_argument("--no-train", action="store_true", help="padding fractions only")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -271,8 +394,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
-    processor, model = build_model(a.shape, out, a.device, dtype, a.layers)
+    processor, model = build_model(a.shape, out, a.device, dtype, a.layers, a.vocab)
     cfg = CollatorConfig.model_validate(
         {
             "text_processing": {"max_length": a.capacity},
@@ -280,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     )
     col = VLMCollator(processor, cfg, model_type="qwen2_vl")
-    rows = make_rows(a.rows, seed=0, max_side=128 if a.shape == "tiny" else 640)
+    rows = make_rows(a.rows, seed=0, max_side=128 if a.shape == "tiny" else 640, side=a.image_side)
     examples = [to_example(r, i) for i, r in enumerate(rows)]
     t = time.perf_counter()
     encoded = []
@@ -330,7 +455,18 @@ def main(argv: list[str] | None = None) -> dict:
         "bins": report,
         "batch_rows": a.batch,
     }
+    summary["model"] = {
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "text_layers": model.config.text_config.num_hidden_layers,
+        "text_hidden": model.config.text_config.hidden_size,
+        "vocab": model.config.text_config.vocab_size,
+        "vision_depth": model.config.vision_config.depth,
+        "image_side": a.image_side or "varied",
+        "capacity": a.capacity,
+        "attn": model.config._attn_implementation,
+    }
     packer = PackingCollator(col)
+    split = Split(model) if a.split else None
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     if a.no_train:
@@ -342,7 +478,11 @@ def main(argv: list[str] | None = None) -> dict:
         for mode, (batches, collate) in modes.items():
             model.load_state_dict(init)
             epoch = [[encoded[i] for i in b] for b in batches]
-            runs[mode].append(train_epoch(model, epoch, collate, a.device))
+            runs[mode].append(train_epoch(model, epoch, collate, a.device, split=split))
+    summary["runs"] = {
+        m: [(x["tokens_per_second"], x["tokens_per_cpu_second"]) for x in r]
+        for m, r in runs.items()
+    }
     summary["train"] = {m: max(r, key=lambda x: x["tokens_per_second"]) for m, r in runs.items()}
     tr = summary["train"]
     summary["speedup_packed_vs_padded"] = round(
