@@ -9,6 +9,7 @@ test asserts, plus its peak RSS.
     python tests/_realkit_job.py build FAMILY OUT_DIR
     python tests/_realkit_job.py build-all OUT_ROOT FAMILY...
     python tests/_realkit_job.py train FAMILY MODEL_DIR WORK_DIR
+    python tests/_realkit_job.py pack FAMILY MODEL_DIR
 """
 
 from __future__ import annotations
@@ -147,11 +148,23 @@ def train(family: str, base: str, work: str) -> dict:
     }
 
 
+def pack(family: str, base: str) -> dict:
+    """Packing exactness on the kit model in BASE (tests/test_packing_exact.py's comparison):
+    the largest |delta| of logits, per-row loss and gradients, packed vs one row at a time."""
+    import test_packing_exact as t
+    import torch
+
+    torch.set_num_threads(1)
+    col, model = t.kit_setup(family, Path(base))
+    return t.compare(col, model, t.varied_rows())
+
+
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     job, args = argv[0], argv[1:]
     start = time.perf_counter()
-    result = {"build": build, "build-all": build_all, "train": train}[job](*args)
+    jobs = {"build": build, "build-all": build_all, "train": train, "pack": pack}
+    result = jobs[job](*args)
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     print(json.dumps(result, default=str))

@@ -192,54 +192,76 @@ def built_model_folder(family: str) -> Path:
 
 
 TRAIN_TEST = "test_lora_step_merge_verify_and_generate"
+PACK_TEST = "test_packed_equals_rows_alone"
+
+
+def _selected(items, test: str, prefix: str = "") -> tuple[str, ...]:
+    out = []
+    for item in items:
+        if getattr(item, "originalname", None) == test and not item.get_closest_marker("skip"):
+            family = item.callspec.params["family"]
+            if family.startswith(prefix):
+                out.append(family[len(prefix) :])
+    return tuple(out)
 
 
 def selected_families(items) -> tuple[str, ...]:
     """The families whose train test this session runs (-k, ids), in collection order."""
-    out = []
-    for item in items:
-        if getattr(item, "originalname", None) == TRAIN_TEST:
-            if not item.get_closest_marker("skip"):
-                out.append(item.callspec.params["family"])
-    return tuple(out)
+    return _selected(items, TRAIN_TEST)
 
 
-def start_train_jobs_early(selected: tuple[str, ...]) -> None:
-    """Start the selected families' build and train jobs in the background when collection
-    ends (conftest): each job is one single-threaded child, so on a 2-core CI machine it runs
-    beside the other tests instead of after them (the test then only waits for its result)."""
-    threading.Thread(target=_train_pool, args=(selected,), daemon=True).start()
+def selected_pack_kits(items) -> tuple[str, ...]:
+    """The kit families whose packing-exactness case this session runs."""
+    return _selected(items, PACK_TEST, "kit:")
 
 
-def _train_pool(selected: tuple[str, ...]):
-    with _JOBS_LOCK:
-        return _train_pool_once(selected)
+_JOBS: dict = {}
 
 
-@functools.cache
-def _train_pool_once(selected: tuple[str, ...]):
-    """Train jobs of the selected kits, queued together (VLMCTL_REALKIT_JOBS at a time, default
-    1: one child can peak at ~10 GB), each in its own child process: a family's test waits only
-    for its own result."""
+def start_jobs(items) -> dict:
+    """Queue this session's kit jobs once (train/merge, packing exactness), one
+    child process at a time (VLMCTL_REALKIT_JOBS; a child can peak at ~10 GB, returned to the
+    system when it ends). conftest calls it when collection ends, so on a 2-core CI machine the
+    jobs run beside the rest of the suite; a test only waits for its own result."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    workers = max(1, int(os.environ.get("VLMCTL_REALKIT_JOBS", "1")))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realkit")
-    futures = {}
-    for family in selected:
-        if family not in _built_folders()["folders"]:
-            continue
-        work = _ROOT / "train" / family
-        work.mkdir(parents=True, exist_ok=True)
-        base = str(built_model_folder(family))
-        futures[family] = pool.submit(run_job, "train", family, base, str(work))
-    pool.shutdown(wait=False)
-    return futures
+    with _JOBS_LOCK:
+        if _JOBS:
+            return _JOBS
+        workers = max(1, int(os.environ.get("VLMCTL_REALKIT_JOBS", "1")))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realkit")
+        # in the order the tests come (test_packing_exact before test_realkit_train_merge)
+        train, pack = set(selected_families(items)), set(selected_pack_kits(items))
+        queue = []
+        for item in items:
+            family = getattr(item, "callspec", None) and item.callspec.params.get("family")
+            if getattr(item, "originalname", None) == TRAIN_TEST and family in train:
+                queue.append(("train", family))
+            elif getattr(item, "originalname", None) == PACK_TEST and family:
+                if family.startswith("kit:") and family[4:] in pack:
+                    queue.append(("pack", family[4:]))
+        for kind, family in queue:
+            _JOBS[(kind, family)] = pool.submit(_run_kit_job, kind, family)
+        pool.shutdown(wait=False)
+        return _JOBS
 
 
-def train_result(family: str, selected: tuple[str, ...]) -> dict:
-    """The train job's JSON result for `family` (raises what the job raised); `selected` are
-    the families this run's tests ask for (their jobs start together)."""
-    built_model_folder(family)  # a build failure reports itself
-    return _train_pool(tuple(selected))[family].result()
+def _run_kit_job(kind: str, family: str) -> dict:
+    base = str(built_model_folder(family))  # a build failure reports itself
+    if kind == "pack":
+        return run_job("pack", family, base)
+    work = _ROOT / "train" / family
+    work.mkdir(parents=True, exist_ok=True)
+    return run_job("train", family, base, str(work))
+
+
+def start_jobs_early(items) -> None:
+    """`start_jobs` from a background thread, when collection ends (conftest)."""
+    threading.Thread(target=start_jobs, args=(items,), daemon=True).start()
+
+
+def kit_job_result(kind: str, family: str, items) -> dict:
+    """The JSON result of this session's `kind` job ("train" or "pack") for `family` (raises
+    what the job raised)."""
+    return start_jobs(items)[(kind, family)].result()

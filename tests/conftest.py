@@ -63,17 +63,21 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_collection_finish(session):
-    """Start the real-kit train jobs (child processes) as soon as the tests are known, so that
-    they run beside the rest of the suite; VLMCTL_REALKIT_EARLY=0 starts each when its test
-    asks (the old way, for debugging one job)."""
+    """Start the real-kit jobs (child processes: train/merge, packing exactness) as soon as the
+    tests are known, so that they run beside the rest of the suite; VLMCTL_REALKIT_EARLY=0
+    starts them when the first such test asks (for debugging one job)."""
     if session.config.option.collectonly or os.environ.get("VLMCTL_REALKIT_EARLY") == "0":
         return
-    names = {getattr(item, "originalname", None) for item in session.items}
-    if "test_lora_step_merge_verify_and_generate" not in names:
+    import sys
+
+    if "_realkit_util" not in sys.modules:  # no real-kit test file was collected
         return
     import _realkit_util
 
-    _realkit_util.start_train_jobs_early(_realkit_util.selected_families(session.items))
+    if _realkit_util.selected_families(session.items) or _realkit_util.selected_pack_kits(
+        session.items
+    ):
+        _realkit_util.start_jobs_early(session.items)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from _realkit_util import kit_params, selected_families, train_result
+from _realkit_util import kit_job_result, kit_params
 
 # Kits whose tiny model cannot run the step, with the precise reason (strict: an xfail that
 # starts passing fails the run, so this list cannot go stale).
@@ -44,16 +44,10 @@ def _train_params():
 TRAINED = tuple(p.values[0] for p in _train_params() if not p.marks)
 
 
-@pytest.fixture(scope="module")
-def selected(request) -> tuple[str, ...]:
-    """The families this run selected (-k, ids): only their jobs are started."""
-    return selected_families(request.session.items)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", _train_params())
-def test_lora_step_merge_verify_and_generate(family, selected):
-    r = train_result(family, selected)
+def test_lora_step_merge_verify_and_generate(family, request):
+    r = kit_job_result("train", family, request.session.items)
     assert r["finite"] and math.isfinite(r["loss"]), r
     assert r["verify_passed"] is True, r["verify"]
     assert r["max_abs_dlogit"] <= 1e-4, r["verify"]
