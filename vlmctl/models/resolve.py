@@ -116,9 +116,8 @@ def _untrusted_dirs() -> set[Path]:
     return out
 
 
-def installed_location(top: str) -> str | None:
-    """Where the top-level package `top` is installed, looked up WITHOUT importing it and
-    skipping the working folder; None when it is not installed elsewhere."""
+def _trusted_path() -> list[str]:
+    """sys.path without the working folder (`_untrusted_dirs`) and unresolvable entries."""
     bad = _untrusted_dirs()
     search = []
     for entry in sys.path:
@@ -128,7 +127,13 @@ def installed_location(top: str) -> str | None:
         except OSError:
             continue
         search.append(entry)
-    spec = importlib.machinery.PathFinder.find_spec(top, search)
+    return search
+
+
+def installed_location(top: str) -> str | None:
+    """Where the top-level package `top` is installed, looked up WITHOUT importing it and
+    skipping the working folder; None when it is not installed elsewhere."""
+    spec = importlib.machinery.PathFinder.find_spec(top, _trusted_path())
     if spec is None:
         return None
     return spec.origin or next(iter(spec.submodule_search_locations or []), None) or top
@@ -304,16 +309,8 @@ def _import_installed(import_path: str) -> Any:
     same-named file there (PYTHONPATH=., a script run from that folder) is never the one run."""
     import importlib
 
-    bad = _untrusted_dirs()
     saved = list(sys.path)
-
-    def trusted(entry: str) -> bool:
-        try:
-            return Path(entry or ".").resolve() not in bad
-        except OSError:
-            return False
-
-    sys.path[:] = [e for e in saved if trusted(e)]
+    sys.path[:] = _trusted_path()
     try:
         return importlib.import_module(import_path)
     finally:
