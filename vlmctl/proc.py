@@ -51,10 +51,12 @@ def new_status_dir() -> Path:
         entries = []
     for entry in entries:
         m = pattern.match(entry.name)
+        if m is None or pid_alive(int(m.group(1))):
+            continue
         try:
             mine = entry.is_dir() and entry.stat().st_uid == os.getuid()
         except OSError:
             continue
-        if m and mine and not pid_alive(int(m.group(1))):
+        if mine:
             shutil.rmtree(entry, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{STATUS_PREFIX}{os.getpid()}-"))
