@@ -195,24 +195,21 @@ TRAIN_TEST = "test_lora_step_merge_verify_and_generate"
 PACK_TEST = "test_packed_equals_rows_alone"
 
 
-def _selected(items, test: str, prefix: str = "") -> tuple[str, ...]:
+def kit_jobs(items) -> list[tuple[str, str]]:
+    """(kind, family) of each kit job this session's tests ask for, in the order the tests come
+    (test_packing_exact's kit cases before test_realkit_train_merge): "train" for a train test,
+    "pack" for a kit packing-exactness case; skipped tests ask for none."""
     out = []
     for item in items:
-        if getattr(item, "originalname", None) == test and not item.get_closest_marker("skip"):
-            family = item.callspec.params["family"]
-            if family.startswith(prefix):
-                out.append(family[len(prefix) :])
-    return tuple(out)
-
-
-def selected_families(items) -> tuple[str, ...]:
-    """The families whose train test this session runs (-k, ids), in collection order."""
-    return _selected(items, TRAIN_TEST)
-
-
-def selected_pack_kits(items) -> tuple[str, ...]:
-    """The kit families whose packing-exactness case this session runs."""
-    return _selected(items, PACK_TEST, "kit:")
+        name = getattr(item, "originalname", None)
+        if name not in (TRAIN_TEST, PACK_TEST) or item.get_closest_marker("skip"):
+            continue
+        family = item.callspec.params["family"]
+        if name == TRAIN_TEST:
+            out.append(("train", family))
+        elif family.startswith("kit:"):
+            out.append(("pack", family[4:]))
+    return out
 
 
 _JOBS: dict = {}
@@ -231,17 +228,7 @@ def start_jobs(items) -> dict:
             return _JOBS
         workers = max(1, int(os.environ.get("VLMCTL_REALKIT_JOBS", "1")))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realkit")
-        # in the order the tests come (test_packing_exact before test_realkit_train_merge)
-        train, pack = set(selected_families(items)), set(selected_pack_kits(items))
-        queue = []
-        for item in items:
-            family = getattr(item, "callspec", None) and item.callspec.params.get("family")
-            if getattr(item, "originalname", None) == TRAIN_TEST and family in train:
-                queue.append(("train", family))
-            elif getattr(item, "originalname", None) == PACK_TEST and family:
-                if family.startswith("kit:") and family[4:] in pack:
-                    queue.append(("pack", family[4:]))
-        for kind, family in queue:
+        for kind, family in kit_jobs(items):
             _JOBS[(kind, family)] = pool.submit(_run_kit_job, kind, family)
         pool.shutdown(wait=False)
         return _JOBS

@@ -74,9 +74,7 @@ def pytest_collection_finish(session):
         return
     import _realkit_util
 
-    if _realkit_util.selected_families(session.items) or _realkit_util.selected_pack_kits(
-        session.items
-    ):
+    if _realkit_util.kit_jobs(session.items):
         _realkit_util.start_jobs_early(session.items)
 
 
