@@ -23,6 +23,73 @@ def _offline_env():
     yield
 
 
+# The demo as a user runs it (`vlmctl demo`), ONCE per session: test_demo checks the CLI's
+# result, test_eval evaluates its models. generation_eval is on during training (the held-out csv
+# as the eval split, an evaluation at steps 60 and 120), so the training-time hook runs for real.
+DEMO_OVERRIDES = (
+    "collator.dataset.eval_path=../data/eval.csv",
+    "train.eval_steps=60",
+    "train.generation_eval.rows=4",
+    "train.generation_eval.max_new_tokens=4",
+)
+
+
+_DEMO: dict = {}  # the early-started demo: process, out folder, its output files
+
+
+def _start_demo(out) -> None:
+    """Start `vlmctl demo --out OUT --set ...` in the background (stdout/stderr to files)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TMPDIR=str(out.parent), PYTHONPATH=str(repo))
+    env.pop("WANDB_API_KEY", None)
+    argv = [sys.executable, "-m", "vlmctl", "demo", "--out", str(out)]
+    for item in DEMO_OVERRIDES:
+        argv += ["--set", item]
+    files = (open(out.parent / "demo.stdout", "w+"), open(out.parent / "demo.stderr", "w+"))
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=files[0], stderr=files[1], text=True
+    )
+    _DEMO.update(proc=proc, out=out, files=files, argv=argv)
+
+
+def _finished_demo():
+    """Wait for the started demo: its CompletedProcess (stdout and stderr read back)."""
+    import subprocess
+
+    proc, files = _DEMO["proc"], _DEMO["files"]
+    try:
+        code = proc.wait(timeout=1800)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    stdout, stderr = (f.seek(0) or f.read() for f in files)
+    return subprocess.CompletedProcess(_DEMO["argv"], code, stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`vlmctl demo --out DIR --set ...` run once: (DIR, the finished process).
+
+    The process starts as soon as the tests are collected (pytest_collection_finish), so it
+    runs beside the rest of the suite; VLMCTL_TEST_DEMO_EARLY=0 starts it here instead.
+    VLMCTL_TEST_DEMO_DIR=<a finished demo folder> reuses one when developing (no process then).
+    """
+    from pathlib import Path
+
+    given = os.environ.get("VLMCTL_TEST_DEMO_DIR")
+    if given and (Path(given) / "demo-report.json").is_file():
+        return Path(given), None
+    if not _DEMO:
+        _start_demo(tmp_path_factory.mktemp("demo") / "demo")
+    proc = _finished_demo()
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return _DEMO["out"], proc
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Factory `tiny_model_dir(family) -> Path`: each tiny twin is built once per session."""
@@ -51,7 +118,12 @@ REAL_TIERS = {"data": SHARED / "data", "real-models": SHARED / "real-models"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Refuse to run without the real-file tiers when the environment requires them."""
+    """Run the tests that wait on the session's demo run last (it starts in the background when
+    collection ends, so the rest of the suite runs beside it); refuse to run without the
+    real-file tiers when the environment requires them."""
+    if os.environ.get("VLMCTL_TEST_DEMO_EARLY") != "0":
+        waits = [item for item in items if "demo_run" in getattr(item, "fixturenames", ())]
+        items[:] = [item for item in items if item not in waits] + waits
     if os.environ.get("VLMCTL_REQUIRE_REALDATA") != "1":
         return
     missing = [str(p) for p in REAL_TIERS.values() if not p.is_dir()]
@@ -63,10 +135,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_collection_finish(session):
-    """Start the real-kit jobs (child processes: train/merge, packing exactness) as soon as the
-    tests are known, so that they run beside the rest of the suite; VLMCTL_REALKIT_EARLY=0
-    starts them when the first such test asks (for debugging one job)."""
-    if session.config.option.collectonly or os.environ.get("VLMCTL_REALKIT_EARLY") == "0":
+    """Start the session's demo run (when a collected test uses it) and the real-kit jobs (child
+    processes: train/merge, packing exactness) as soon as the tests are known, so that they run
+    beside the rest of the suite; VLMCTL_TEST_DEMO_EARLY=0 / VLMCTL_REALKIT_EARLY=0 start them
+    when the first such test asks (for debugging one job)."""
+    if session.config.option.collectonly:
+        return
+    if (
+        os.environ.get("VLMCTL_TEST_DEMO_EARLY") != "0"
+        and not os.environ.get("VLMCTL_TEST_DEMO_DIR")
+        and any("demo_run" in getattr(item, "fixturenames", ()) for item in session.items)
+    ):
+        _start_demo(session.config._tmp_path_factory.mktemp("demo") / "demo")
+    if os.environ.get("VLMCTL_REALKIT_EARLY") == "0":
         return
     import sys
 
@@ -122,7 +203,11 @@ def pytest_runtest_logstart(nodeid, location):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Log the last test file's memory too."""
+    """Stop a demo run no test waited for (a stopped session); log the last file's memory."""
+    proc = _DEMO.get("proc")
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
     log = os.environ.get("VLMCTL_TEST_RSS_LOG")
     if log and _rss_last_file and os.path.exists("/proc/self/status"):
         rss, hwm = _rss_mb()

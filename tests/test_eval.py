@@ -1,6 +1,6 @@
 """`vlmctl eval`: bad --model lines, the config key, and (slow) the demo run evaluated end to end.
 
-The slow tests share ONE demo run (module-scoped fixture, ~1 min): base model, run folder
+The slow tests share the session's ONE `vlmctl demo` run (tests/conftest.py): base model, run folder
 (adapter), merged model, held-out eval.csv.
 """
 
@@ -142,35 +142,10 @@ def test_unique_names():
 # --------------------------------------------------------------------------- the demo run (slow)
 
 
-# The demo, run once, with generation_eval on during training (the held-out csv as its eval
-# split, an evaluation at steps 60 and 120): the training-time hook is exercised for real.
-_DEMO = (
-    "import sys; from pathlib import Path; from vlmctl.demo import DemoOptions, run_demo\n"
-    "opts = DemoOptions(out=Path(sys.argv[1]), extra_overrides=("
-    "'collator.dataset.eval_path=../data/eval.csv', 'train.eval_steps=60', "
-    "'train.generation_eval.rows=4', 'train.generation_eval.max_new_tokens=4'))\n"
-    "run_demo(opts, log=lambda m: print(m, file=sys.stderr))\n"
-)
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    given = os.environ.get("VLMCTL_TEST_DEMO_DIR")  # reuse a finished demo when developing
-    if given and (Path(given) / "demo-report.json").is_file():
-        return Path(given)
-    out = tmp_path_factory.mktemp("evaldemo") / "demo"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TMPDIR=str(out.parent), PYTHONPATH=str(REPO))
-    env.pop("WANDB_API_KEY", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _DEMO, str(out)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return out
+def demo(demo_run):
+    """The session's one `vlmctl demo` run (tests/conftest.py: generation_eval on in training)."""
+    return demo_run[0]
 
 
 @pytest.mark.slow

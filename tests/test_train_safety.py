@@ -119,10 +119,14 @@ def test_sigterm_resume_is_bit_identical_with_the_template_defaults(tmp_path, ti
     assert code == 143, text[-3000:]
     stopped = int(latest_checkpoint(run).name.split("-")[1])
     assert 7 <= stopped < 9, (stopped, text[-3000:])  # mid third epoch, not at a boundary
+    assert "--resume auto" in text and "checkpoint saved" in text
+    manifest = json.loads((run / "vlmctl-run.json").read_text())
+    assert manifest["finished"] is False and manifest["global_step"] == stopped
 
     proc = vlmctl(["train", str(config), *changes, "--resume", "auto"], _env(tmp))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resumed at step {stopped}" in proc.stderr
+    assert json.loads((run / "vlmctl-run.json").read_text())["finished"] is True
     assert _last_loss(run, steps) == _last_loss(ref, steps)
     _same_adapter(run, ref)
     _mean_losses_match(run, ref)

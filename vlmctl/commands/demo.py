@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from vlmctl.commands._options import OverridesOpt
+
 
 def demo(
     out: Annotated[
@@ -18,6 +20,7 @@ def demo(
         typer.Option("--model", help="Model id or folder. Default: a tiny Qwen2-VL built here."),
     ] = None,
     steps: Annotated[int, typer.Option("--steps", help="Training steps.", min=1)] = 120,
+    overrides: OverridesOpt = None,
 ) -> None:
     """Run the whole pipeline offline on a generated colour dataset; writes demo-report.json."""
     import sys
@@ -30,7 +33,8 @@ def demo(
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    report = run_demo(DemoOptions(out=out, model=model, steps=steps), log=log)
+    opts = DemoOptions(out=out, model=model, steps=steps, extra_overrides=tuple(overrides or ()))
+    report = run_demo(opts, log=log)
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
     verdict = "learned" if report["accuracy"] >= 3 * report["chance"] else "did NOT learn"
     log(
