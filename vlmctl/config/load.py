@@ -361,7 +361,7 @@ def collect_config_set(
     Never raises for a bad config (that is `load_config_set`'s job); `UsageError` for a
     malformed `--set`.
     """
-    from vlmctl.config.checks import check_config_set
+    from vlmctl.config.rules import check_config_set
 
     directory = Path(directory)
     ovs = [o if isinstance(o, Override) else parse_override(o) for o in overrides]
