@@ -8,7 +8,8 @@ import csv
 import json
 from pathlib import Path
 
-from vlmctl.data.dataset import _err, load_splits, resolve_source
+from vlmctl.data.dataset import load_splits
+from vlmctl.data.sources import data_error, resolve_source
 
 
 def column_names(cfg, config_dir: Path) -> list[str]:
@@ -41,7 +42,7 @@ def _csv_header(path: Path) -> list[str]:
         delim = "\t" if path.suffix.lower() == ".tsv" else ","
         header = next(csv.reader(f, delimiter=delim), None)
     if not header:
-        raise _err("empty CSV file (no header)", file=path)
+        raise data_error("empty CSV file (no header)", file=path)
     return [h.strip() for h in header]
 
 

@@ -91,7 +91,7 @@ def _hf_offline_if_unreachable(local: bool) -> Iterator[None]:
     if local:
         yield
         return
-    from vlmctl.data.dataset import env_offline, hub_reachable
+    from vlmctl.data.hub import env_offline, hub_reachable
 
     if env_offline() or hub_reachable():
         yield
@@ -185,7 +185,8 @@ def private_datasets_cache() -> Iterator[Path]:
 
 def load_data(cs: Any, findings: list[Finding]) -> tuple[Any | None, str | None]:
     """(LoadedData with eval_size ignored, source kind) or (None, kind) with a finding."""
-    from vlmctl.data.dataset import load_splits, resolve_source
+    from vlmctl.data.dataset import load_splits
+    from vlmctl.data.sources import resolve_source
 
     c = cs.collator
     cfg = c.model_copy(update={"dataset": c.dataset.model_copy(update={"eval_size": None})})

@@ -49,7 +49,7 @@ def check_ready_to_train(cs) -> None:
             )
         )
     else:
-        from vlmctl.data.dataset import resolve_source
+        from vlmctl.data.sources import resolve_source
 
         try:
             resolve_source(cs.collator, cs.dir)
@@ -69,7 +69,7 @@ def check_ready_to_train(cs) -> None:
     elif not Path(cs.model_location()).exists() and not _model_in_hub_cache(
         str(mid), cs.model.revision
     ):
-        from vlmctl.data.dataset import env_offline, hub_reachable
+        from vlmctl.data.hub import env_offline, hub_reachable
 
         if env_offline() or not hub_reachable():
             problems.append(
