@@ -20,11 +20,11 @@ from vlmctl.config.collator import CollatorConfig
 from vlmctl.config.model import ModelConfig
 from vlmctl.config.peft import PeftSettings
 from vlmctl.config.train import TrainConfig
-from vlmctl.data import dataset as dsmod
+from vlmctl.data import hub as dsmod
 from vlmctl.data.dataset import iter_rows, load_splits
 from vlmctl.data.messages import row_to_example
 from vlmctl.errors import DataError
-from vlmctl.media.images import resolve_media_path
+from vlmctl.media.paths import resolve_media_path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

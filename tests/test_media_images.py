@@ -8,14 +8,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from vlmctl.errors import ConfigError, DataError
-from vlmctl.media.images import load_image, probe_image, resize_image, resolve_media_path
+from vlmctl.media.images import load_image, probe_image, resize_image
+from vlmctl.media.paths import resolve_media_path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -166,12 +166,11 @@ def test_crop_keeps_the_middle_third():
     assert np.all(np.asarray(out) == np.array([0, 255, 0], dtype=np.uint8))
 
 
-def test_settings_object_dict_and_keyword_override():
+def test_keyword_settings_combine():
     img = Image.new("RGBA", (100, 50), (0, 0, 0, 0))
-    settings = SimpleNamespace(convert_to_rgb=True, resize_mode="stretch", max_size=32)
-    assert load_image(img, settings).size == (32, 32)
-    assert load_image(img, {"resize_mode": "keep_aspect", "max_size": 32}).size == (32, 16)
-    out = load_image(img, settings, resize_mode="crop", convert_to_rgb=False)
+    assert load_image(img, resize_mode="stretch", max_size=32).size == (32, 32)
+    assert load_image(img, max_size=32).size == (32, 16)
+    out = load_image(img, resize_mode="crop", max_size=32, convert_to_rgb=False)
     assert out.size == (32, 32) and out.mode == "RGBA"
 
 

@@ -7,7 +7,6 @@ import json
 import platform
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import av  # a hard dependency of vlmctl: a missing PyAV must fail here, not skip
 import numpy as np
@@ -15,7 +14,8 @@ import pytest
 
 from vlmctl.errors import ConfigError, DataError
 from vlmctl.media import video as video_mod
-from vlmctl.media.video import VideoClip, load_video_frames, probe_video, sample_indices
+from vlmctl.media.video import VideoClip, load_video_frames, probe_video
+from vlmctl.media.video_readers import sample_indices
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HAS_DECORD = importlib.util.find_spec("decord") is not None
@@ -266,17 +266,11 @@ def test_max_duration(clips, backend):
     assert clip.total_frames == 48
 
 
-def test_settings_nested_and_flat(clips):
-    nested = SimpleNamespace(
-        enabled=True,
-        frame_extraction=SimpleNamespace(library="pyav", sampling_strategy="uniform", num_frames=4),
-        file_processing=SimpleNamespace(convert_to_rgb=True, max_duration=1.0),
-    )
-    clip = load_video_frames(clips["long"], nested)
+def test_num_frames_and_max_duration_pick_the_indices(clips):
+    clip = load_video_frames(clips["long"], library="pyav", num_frames=4, max_duration=1.0)
     assert clip.backend == "pyav" and clip.indices == [1, 4, 7, 10]
-    flat = {"library": "pyav", "num_frames": 2}
-    assert load_video_frames(clips["long"], flat).indices == [12, 36]
-    assert load_video_frames(clips["long"], flat, num_frames=3).indices == [8, 24, 40]
+    assert load_video_frames(clips["long"], library="pyav", num_frames=2).indices == [12, 36]
+    assert load_video_frames(clips["long"], library="pyav", num_frames=3).indices == [8, 24, 40]
 
 
 @pytest.mark.parametrize(
@@ -299,8 +293,8 @@ def test_bad_settings_are_config_errors(clips, kwargs, key):
 
 
 def test_cv2_missing_falls_back_to_pyav(clips, monkeypatch):
-    real = video_mod._backend_available
-    monkeypatch.setattr(video_mod, "_backend_available", lambda b: b != "cv2" and real(b))
+    real = video_mod.backend_available
+    monkeypatch.setattr(video_mod, "backend_available", lambda b: b != "cv2" and real(b))
     clip = load_video_frames(clips["h264_mp4"], library="cv2")
     assert clip.backend == "pyav"
     assert clip.notes == ["cv2 is not installed; used PyAV"]
@@ -308,8 +302,8 @@ def test_cv2_missing_falls_back_to_pyav(clips, monkeypatch):
 
 
 def test_decord_missing_falls_back_to_pyav(clips, monkeypatch):
-    real = video_mod._backend_available
-    monkeypatch.setattr(video_mod, "_backend_available", lambda b: b != "decord" and real(b))
+    real = video_mod.backend_available
+    monkeypatch.setattr(video_mod, "backend_available", lambda b: b != "decord" and real(b))
     clip = load_video_frames(clips["h264_mp4"], library="decord")
     assert clip.backend == "pyav" and clip.notes == ["decord is not installed; used PyAV"]
 
@@ -318,8 +312,8 @@ def test_decord_failure_falls_back_to_pyav(clips, monkeypatch):
     def broken(*_a, **_k):
         raise RuntimeError("decord exploded")
 
-    monkeypatch.setattr(video_mod, "_backend_available", lambda b: True)
-    monkeypatch.setitem(video_mod._READERS, "decord", broken)
+    monkeypatch.setattr(video_mod, "backend_available", lambda b: True)
+    monkeypatch.setitem(video_mod.READERS, "decord", broken)
     clip = load_video_frames(clips["h264_mp4"], library="decord")
     assert clip.backend == "pyav"
     assert clip.notes == ["decord failed (decord exploded); used PyAV"]

@@ -234,7 +234,7 @@ def test_a_ci_job_can_confine_media_to_the_dataset_folders(tmp_path, tiny_model_
     assert "row 1" in errors[0] and "outside" in errors[0] and "VLMCTL_CONFINE_MEDIA" in errors[0]
     # an absolute path and a symlink pointing out are refused the same way
     from vlmctl.errors import DataError
-    from vlmctl.media.images import resolve_media_path
+    from vlmctl.media.paths import resolve_media_path
 
     (data / "images" / "link.jpg").symlink_to(tmp_path / "secrets.env")
     os.environ["VLMCTL_CONFINE_MEDIA"] = "1"
@@ -394,7 +394,7 @@ def test_a_directory_or_device_in_place_of_a_config_is_named_as_such(tmp_path, c
 
 def test_a_media_symlink_to_a_device_is_not_file_not_found(tmp_path):
     from vlmctl.errors import DataError
-    from vlmctl.media.images import resolve_media_path
+    from vlmctl.media.paths import resolve_media_path
 
     (tmp_path / "z.jpg").symlink_to("/dev/zero")
     with pytest.raises(DataError) as info:

@@ -36,18 +36,27 @@ file (never an empty array); pass `row=` so the finding names the dataset row.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vlmctl.errors import ConfigError, DataError, Finding
-from vlmctl.media.images import media_error, resolve_media_path, setting, sniff_non_media
+from vlmctl.media.paths import media_error, resolve_media_path, sniff_non_media
+from vlmctl.media.video_readers import (
+    READERS,
+    NoFrames,
+    NoVideoStream,
+    Read,
+    UnreliableSeek,
+    backend_available,
+    pyav_count,
+    pyav_stream,
+    quarter_turns,
+)
 
 LIBRARIES = ("decord", "pyav", "cv2")
 SAMPLING_STRATEGIES = ("uniform",)
@@ -69,40 +78,6 @@ class VideoClip:
     notes: list[str] = field(default_factory=list)
 
 
-class _NoFrames(Exception):
-    """The container opened but holds no decodable video frame."""
-
-
-class _UnreliableSeek(Exception):
-    """decord would return wrong frames for this file."""
-
-
-class _NoVideoStream(Exception):
-    """The container has no video stream (an audio file?)."""
-
-
-@dataclass
-class _Read:
-    frames: np.ndarray
-    timestamps: list[float] | None
-    fps: float
-    total: int
-    indices: list[int]
-    notes: list[str] = field(default_factory=list)
-
-
-def sample_indices(
-    total: int, fps: float, num_frames: int, max_duration: float | None = None
-) -> list[int]:
-    """Uniform frame indices (segment centres); shared by all backends so they agree."""
-    if total <= 0:
-        raise _NoFrames()
-    n = total
-    if max_duration is not None and fps > 0:
-        n = min(total, max(1, math.ceil(max_duration * fps - 1e-6)))
-    return [min(n - 1, ((2 * k + 1) * n) // (2 * num_frames)) for k in range(num_frames)]
-
-
 def _sane_timestamps(ts: list[float] | None, indices: list[int], fps: float) -> bool:
     """Times must be finite, strictly increasing over distinct indices and near index / fps."""
     if ts is None or len(ts) != len(indices):
@@ -121,239 +96,6 @@ def _sane_timestamps(ts: list[float] | None, indices: list[int], fps: float) -> 
         if fps > 0 and (t < -frame or t > 2 * (i + 1) * frame + 10):
             return False
     return True
-
-
-# ---------------------------------------------------------------------------------------------
-# backends: each returns frames for the indices computed by `sample_indices`
-
-
-def _read_decord(path: Path, num_frames: int, max_duration: float | None) -> _Read:
-    import decord
-
-    reason = _decord_distrust(path)
-    if reason:
-        raise _UnreliableSeek(reason)
-    vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    total = len(vr)
-    if total <= 0:
-        raise _NoFrames()
-    fps = float(vr.get_avg_fps())
-    # decord seeks by presentation time. Without usable times (H.264 with B-frames in AVI)
-    # get_batch returns the WRONG frames silently (measured: index 50 gave frame 3), so such
-    # files go to PyAV, which decodes in order.
-    starts = np.asarray(vr.get_frame_timestamp(list(range(total))), dtype=float)[:, 0]
-    if not np.all(np.isfinite(starts)) or starts[0] < -1e3 or np.any(np.diff(starts) <= 0):
-        raise _UnreliableSeek(
-            "no usable frame timestamps, so decord's seeking would return wrong frames"
-        )
-    indices = sample_indices(total, fps, num_frames, max_duration)
-    uniq = sorted(set(indices))
-    batch = vr.get_batch(uniq).asnumpy()
-    pos = {i: k for k, i in enumerate(uniq)}
-    frames = batch[[pos[i] for i in indices]]
-    ts = [float(starts[i] - starts[0]) for i in indices]
-    return _Read(frames, ts, fps, total, indices)
-
-
-def _decord_distrust(path: Path) -> str | None:
-    """Why decord would give wrong frames for this file (None: trust it); cached per file
-    version, because the rotation check decodes one frame and training reads a clip per epoch.
-    """
-    try:
-        st = path.stat()
-    except OSError:
-        return None  # decord reports it
-    return _decord_distrust_for(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _decord_distrust_for(path: str, size: int, mtime_ns: int) -> str | None:
-    """Why decord's random access would give wrong frames for this file (None: trust it).
-
-    Measured with decord 0.6: AVI (no presentation times) and B-frames in any codec but H.264
-    (MPEG-4 Part 2, HEVC) make `get_batch` return neighbouring frames, silently; a display
-    rotation (phone video) is ignored and the frames come back mangled.
-    """
-    import av
-
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                return None
-            stream = container.streams.video[0]
-            ctx = stream.codec_context
-            if "avi" in container.format.name.split(","):
-                return "decord seeks inaccurately in AVI files"
-            if ctx.name != "h264" and ctx.has_b_frames:
-                return f"decord seeks inaccurately in {ctx.name} video with B-frames"
-            first = next(iter(container.decode(stream)), None)
-            if first is not None and _quarter_turns(first):
-                return "decord ignores the video's display rotation (a phone video?)"
-    except Exception:  # let decord try; PyAV reports the real problem if it fails too
-        return None
-    return None
-
-
-def _quarter_turns(frame: Any) -> int:
-    """Counter-clockwise quarter turns a player applies to this frame (its display matrix).
-
-    `VideoFrame.rotation` (PyAV >= 14) is in degrees, counter-clockwise; older PyAV: 0.
-    """
-    return round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
-
-
-def _pyav_count(path: Path) -> int:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return sum(1 for p in container.demux(stream) if p.size > 0)
-
-
-def _read_pyav(path: Path, num_frames: int, max_duration: float | None) -> _Read:
-    import av
-
-    notes: list[str] = []
-    with av.open(str(path)) as container:
-        _, total, fps, duration = _pyav_stream(container)
-        # AVI stores no presentation times (ffmpeg invents them from decode order, wrongly with
-        # B-frames); its frames are index / fps by definition.
-        is_avi = "avi" in container.format.name.split(",")
-    if total <= 0:
-        total = _pyav_count(path)
-    if fps <= 0 and duration > 0:
-        fps = total / duration
-    indices = sample_indices(total, fps, num_frames, max_duration)
-    got, times, decoded, turns = _pyav_decode(path, set(indices))
-    if len(got) < len(set(indices)):
-        # The container promised more frames than decode: re-sample over what really exists.
-        if decoded == 0:
-            raise _NoFrames()
-        notes.append(f"container says {total} frames, {decoded} decode; sampled over {decoded}")
-        total = decoded
-        indices = sample_indices(total, fps, num_frames, max_duration)
-        got, times, decoded, turns = _pyav_decode(path, set(indices))
-    if turns:
-        notes.append(f"turned {90 * turns} degrees counter-clockwise, as the file's rotation says")
-    t0 = times.get(0)
-    ts: list[float] | None
-    if is_avi or t0 is None or any(times.get(i) is None for i in indices):
-        ts = None
-    else:
-        ts = [times[i] - t0 for i in indices]
-    frames = np.stack([got[i] for i in indices])
-    return _Read(frames, ts, fps, total, indices, notes)
-
-
-def _pyav_stream(container: Any) -> tuple[Any, int, float, float]:
-    """The first video stream and what its metadata says: (stream, frames, fps, duration_s).
-
-    Zeros where the container does not say; callers fill them from each other or by counting.
-    """
-    if not container.streams.video:
-        raise _NoVideoStream()
-    stream = container.streams.video[0]
-    rate = stream.average_rate or stream.guessed_rate
-    fps = float(rate) if rate else 0.0
-    return stream, int(stream.frames or 0), fps, _pyav_duration(container, stream)
-
-
-def _pyav_duration(container: Any, stream: Any) -> float:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1_000_000
-    return 0.0
-
-
-def _pyav_decode(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], dict, int, int]:
-    """Decode in order up to the last wanted index (frame 0's time is kept as the origin).
-
-    Returns (frames by index, times, frames decoded, quarter turns applied to frame 0).
-    """
-    import av
-
-    got: dict[int, np.ndarray] = {}
-    times: dict[int, float | None] = {}
-    last = max(wanted)
-    decoded = 0
-    turns0 = 0
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            decoded = i + 1
-            if i == 0:
-                turns0 = _quarter_turns(frame)
-            if i == 0 or i in wanted:
-                times[i] = frame.time
-            if i in wanted:
-                rgb = frame.to_ndarray(format="rgb24")
-                turns = _quarter_turns(frame)
-                got[i] = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-            if i >= last:
-                break
-    return got, times, decoded, turns0
-
-
-def _read_cv2(path: Path, num_frames: int, max_duration: float | None) -> _Read:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise OSError("OpenCV cannot open the file")
-        if hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO"):  # its default; say it (phone videos)
-            cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        indices = sample_indices(total, fps, num_frames, max_duration)
-        wanted, last = set(indices), max(indices)
-        got: dict[int, np.ndarray] = {}
-        times: dict[int, float] = {}
-        for i in range(last + 1):
-            ok = cap.grab()
-            if not ok:
-                break
-            if i == 0 or i in wanted:
-                times[i] = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            if i in wanted:
-                ok, bgr = cap.retrieve()
-                if not ok:
-                    break
-                got[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-    if len(got) < len(wanted):
-        raise OSError(f"OpenCV decoded {len(got)} of the {len(wanted)} frames it needed")
-    ts = [times[i] - times[0] for i in indices]
-    return _Read(np.stack([got[i] for i in indices]), ts, fps, total, indices)
-
-
-_READERS: dict[str, Callable[[Path, int, float | None], _Read]] = {
-    "decord": _read_decord,
-    "pyav": _read_pyav,
-    "cv2": _read_cv2,
-}
-_MODULES = {"decord": "decord", "pyav": "av", "cv2": "cv2"}
-
-
-def _backend_available(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(_MODULES[name]) is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# settings
-
-
-def _from_settings(settings: Any, name: str, group: str, default: Any) -> Any:
-    """Read a flat attribute, or the nested `frame_extraction`/`file_processing` one."""
-    value = setting(settings, name, None)
-    if value is None:
-        value = setting(setting(settings, group, None), name, None)
-    return default if value is None else value
 
 
 def _config_error(key: str, message: str, hint: str | None = None) -> ConfigError:
@@ -382,31 +124,19 @@ def _open_clip(path: str | os.PathLike, base_dirs, row: int | None) -> tuple[Pat
 
 def load_video_frames(
     path: str | os.PathLike[str],
-    settings: Any = None,
     *,
     base_dirs: Sequence[str | os.PathLike[str]] = (),
-    library: str | None = None,
-    num_frames: int | None = None,
-    sampling_strategy: str | None = None,
+    library: str = "decord",
+    num_frames: int = 8,
+    sampling_strategy: str = "uniform",
     max_duration: float | None = None,
-    convert_to_rgb: bool | None = None,
+    convert_to_rgb: bool = True,
     row: int | None = None,
 ) -> VideoClip:
     """Sample `num_frames` RGB frames uniformly; raise DataError naming the file on failure.
 
-    `settings` may be the config's `video_processing` section (nested `frame_extraction` /
-    `file_processing`) or any object/dict with the flat names; explicit keywords win.
+    The settings are the config's `video_processing` values, passed by keyword.
     """
-    if library is None:
-        library = _from_settings(settings, "library", "frame_extraction", "decord")
-    if num_frames is None:
-        num_frames = _from_settings(settings, "num_frames", "frame_extraction", 8)
-    if sampling_strategy is None:
-        sampling_strategy = _from_settings(
-            settings, "sampling_strategy", "frame_extraction", "uniform"
-        )
-    if max_duration is None:
-        max_duration = _from_settings(settings, "max_duration", "file_processing", None)
     # Frames are decoded straight to RGB; the flag is read only so a bad value is not silent.
     _ = convert_to_rgb
 
@@ -441,14 +171,14 @@ def load_video_frames(
     notes: list[str] = []
     failures: list[tuple[str, BaseException]] = []
     for backend in order:
-        if not _backend_available(backend):
+        if not backend_available(backend):
             notes.append(f"{backend} is not installed; used PyAV")
             continue
         try:
-            read = _READERS[backend](file, num_frames, max_duration)
+            read = READERS[backend](file, num_frames, max_duration)
         except Exception as exc:  # any backend failure -> try the next one, report all
             failures.append((backend, exc))
-            if isinstance(exc, _UnreliableSeek):
+            if isinstance(exc, UnreliableSeek):
                 notes.append(f"{exc}; used PyAV")
             elif backend != order[-1]:
                 notes.append(f"{backend} failed ({_describe(exc)}); used PyAV")
@@ -458,7 +188,7 @@ def load_video_frames(
 
 
 def _make_clip(
-    read: _Read, backend: str, file: Path, num_frames: int, notes: list[str]
+    read: Read, backend: str, file: Path, num_frames: int, notes: list[str]
 ) -> VideoClip:
     fps = read.fps
     ts = read.timestamps
@@ -483,9 +213,9 @@ def _make_clip(
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _NoFrames):
+    if isinstance(exc, NoFrames):
         return "no frames"
-    if isinstance(exc, _NoVideoStream):
+    if isinstance(exc, NoVideoStream):
         return "no video stream"
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:160]
@@ -495,7 +225,7 @@ def _video_error(
     name: str, head: bytes, failures: list[tuple[str, BaseException]], row: int | None
 ) -> DataError:
     excs = [e for _, e in failures]
-    if any(isinstance(e, _NoFrames) for e in excs):
+    if any(isinstance(e, NoFrames) for e in excs):
         return media_error(
             f"{name}: video has no frames (zero-length video)",
             name=name,
@@ -503,7 +233,7 @@ def _video_error(
             row=row,
             code="media-no-frames",
         )
-    if any(isinstance(e, _NoVideoStream) for e in excs):
+    if any(isinstance(e, NoVideoStream) for e in excs):
         return media_error(
             f"{name}: no video stream (an audio-only file?)",
             name=name,
@@ -544,15 +274,15 @@ def probe_video(
     file, name, head = _open_clip(path, base_dirs, row)
     try:
         with av.open(str(file)) as container:
-            stream, total, fps, duration = _pyav_stream(container)
+            stream, total, fps, duration = pyav_stream(container)
             first = next(iter(container.decode(stream)), None)
             if first is None:
-                raise _NoFrames()
+                raise NoFrames()
             width, height = first.width, first.height
-            if _quarter_turns(first) % 2:  # shown sideways: what the model sees is turned
+            if quarter_turns(first) % 2:  # shown sideways: what the model sees is turned
                 width, height = height, width
         if total <= 0:
-            total = _pyav_count(file)
+            total = pyav_count(file)
     except Exception as exc:
         raise _video_error(name, head, [("pyav", exc)], row) from None
     if fps <= 0 and duration > 0:
