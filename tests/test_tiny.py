@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from vlmctl.testing.tiny import FAMILIES, FAMILY_INFO, IMAGE_SIZE, build_tiny_model
+from vlmctl.testing.tiny import FAMILIES, FAMILY_INFO, build_tiny_model
+from vlmctl.testing.tiny_families import IMAGE_SIZE
 
 VIDEO_FAMILIES = tuple(f for f in FAMILIES if FAMILY_INFO[f]["supports_video"])
 
