@@ -2,9 +2,10 @@
 prints there (markup stripped, brackets in messages kept), and coloured on a terminal."""
 
 import io
+import json
 
 from vlmctl.errors import Finding
-from vlmctl.report import SetReport, render_text
+from vlmctl.report import SetReport, render_json, render_text
 
 
 def _reports():
@@ -64,3 +65,18 @@ def test_terminal_output_is_coloured(monkeypatch):
     out = _Tty()
     render_text(_reports(), file=out)
     assert "\x1b[" in out.getvalue() and "FAILED" in out.getvalue()
+
+
+def test_json_carries_each_sets_dataset_summary_only_after_a_dataset_pass():
+    """The dataset summary joins each set's entry as its last key, null for a set without a
+    dataset; config-only output has no `data` key (one document, built once, no re-parse)."""
+    reports = [
+        SetReport("a", [Finding("warning", "w", row=3, extra={"rows": [3, 4]})]),
+        SetReport("b"),
+    ]
+    doc = json.loads(render_json(reports, data=[{"rows": {"checked": 2}}, None]))
+    first, second = doc["config_sets"]
+    assert list(first)[-1] == "data" and first["data"] == {"rows": {"checked": 2}}
+    assert second["data"] is None
+    assert first["findings"][0]["rows"] == [3, 4]
+    assert all("data" not in s for s in json.loads(render_json(reports))["config_sets"])

@@ -57,38 +57,44 @@ def _summary(reports: Sequence[SetReport], strict: bool) -> dict:
     }
 
 
-def render_json(reports: Sequence[SetReport], strict: bool = False) -> str:
-    """The stable JSON document."""
-    doc = {
-        "version": JSON_VERSION,
-        "config_sets": [
-            {
-                "dir": r.dir,
-                "ok": r.ok(strict),
-                "counts": {f"{s}s": r.count(s) for s in SEVERITIES},
-                "findings": [
-                    {
-                        "severity": f.severity,
-                        "message": f.message,
-                        "hint": f.hint,
-                        "file": f.file,
-                        "line": f.line,
-                        "col": f.col,
-                        "key": f.key,
-                        "row": f.row,
-                        # A "N more rows" finding: every row number it stands for.
-                        "rows": f.extra.get("rows"),
-                        "code": f.code,
-                        "text": f.one_line(),
-                    }
-                    for f in r.sorted()
-                ],
-            }
-            for r in reports
-        ],
-        "summary": _summary(reports, strict),
-    }
+def render_json(
+    reports: Sequence[SetReport],
+    strict: bool = False,
+    data: Sequence[dict | None] | None = None,
+) -> str:
+    """The stable JSON document; with `data` (the dataset pass ran), each set's `data` summary
+    (null when the set had no dataset to check)."""
+    sets = [
+        {
+            "dir": r.dir,
+            "ok": r.ok(strict),
+            "counts": {f"{s}s": r.count(s) for s in SEVERITIES},
+            "findings": [_finding_json(f) for f in r.sorted()],
+        }
+        for r in reports
+    ]
+    if data is not None:
+        for entry, summary in zip(sets, data, strict=True):
+            entry["data"] = summary
+    doc = {"version": JSON_VERSION, "config_sets": sets, "summary": _summary(reports, strict)}
     return json.dumps(doc, indent=2)
+
+
+def _finding_json(f: Finding) -> dict:
+    return {
+        "severity": f.severity,
+        "message": f.message,
+        "hint": f.hint,
+        "file": f.file,
+        "line": f.line,
+        "col": f.col,
+        "key": f.key,
+        "row": f.row,
+        # A "N more rows" finding: every row number it stands for.
+        "rows": f.extra.get("rows"),
+        "code": f.code,
+        "text": f.one_line(),
+    }
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:

@@ -10,7 +10,6 @@ Nothing heavy is imported at module level (config-only validate imports this mod
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -30,14 +29,6 @@ def add_dataset_pass(cs: Any, findings: list[Finding], opts: DataCheckOptions) -
     # Rows in row order (the report sorts by severity and file only, stably).
     findings += sorted(result.findings, key=lambda f: -1 if f.row is None else f.row)
     return result.summary
-
-
-def json_with_data(text: str, summaries: Sequence[dict | None]) -> str:
-    """Add each set's dataset summary (`data`, null when skipped) to the stable JSON document."""
-    doc = json.loads(text)
-    for entry, summary in zip(doc.get("config_sets", []), summaries, strict=False):
-        entry["data"] = summary
-    return json.dumps(doc, indent=2)
 
 
 def github_ready(findings: Sequence[Finding]) -> list[Finding]:

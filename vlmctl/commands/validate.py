@@ -21,60 +21,71 @@ class OutputFormat(str, Enum):
     github = "github"
 
 
+# The command's own arguments and options (shared ones are in _options.py).
+DirsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Config folders (each holding the four YAML files). Default: .", show_default=False
+    ),
+]
+
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", help="text | json | github (CI annotations).")
+]
+
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings fail too.")]
+
+ConfigOnlyOpt = Annotated[
+    bool,
+    typer.Option("--config-only", help="Skip the dataset pass (configs only; fast, no torch)."),
+]
+
+SampleOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--sample",
+        min=1,
+        help="Dataset pass: check a seeded sample of N rows.",
+        show_default=False,
+    ),
+]
+
+AllRowsOpt = Annotated[
+    bool, typer.Option("--all", help="Dataset pass: every row (default for local data).")
+]
+
+NumProcOpt = Annotated[
+    int, typer.Option("--num-proc", min=1, help="Dataset pass: worker processes for rows.")
+]
+
+HideNotesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hide-notes",
+        help="Leave notes out of text/GitHub output: their [code]s, comma-separated, or "
+        "all (also VLMCTL_HIDE_NOTES). JSON keeps every finding.",
+        show_default=False,
+    ),
+]
+
+
 def validate(
-    directories: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            help="Config folders (each holding the four YAML files). Default: .", show_default=False
-        ),
-    ] = None,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="text | json | github (CI annotations).")
-    ] = OutputFormat.text,
-    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
+    directories: DirsArg = None,
+    output_format: FormatOpt = OutputFormat.text,
+    strict: StrictOpt = False,
     overrides: OverridesOpt = None,
-    config_only: Annotated[
-        bool,
-        typer.Option("--config-only", help="Skip the dataset pass (configs only; fast, no torch)."),
-    ] = False,
-    sample: Annotated[
-        int | None,
-        typer.Option(
-            "--sample",
-            min=1,
-            help="Dataset pass: check a seeded sample of N rows.",
-            show_default=False,
-        ),
-    ] = None,
-    all_rows: Annotated[
-        bool, typer.Option("--all", help="Dataset pass: every row (default for local data).")
-    ] = False,
-    num_proc: Annotated[
-        int, typer.Option("--num-proc", min=1, help="Dataset pass: worker processes for rows.")
-    ] = 1,
-    hide_notes: Annotated[
-        str | None,
-        typer.Option(
-            "--hide-notes",
-            help="Leave notes out of text/GitHub output: their [code]s, comma-separated, or "
-            "all (also VLMCTL_HIDE_NOTES). JSON keeps every finding.",
-            show_default=False,
-        ),
-    ] = None,
+    config_only: ConfigOnlyOpt = False,
+    sample: SampleOpt = None,
+    all_rows: AllRowsOpt = False,
+    num_proc: NumProcOpt = 1,
+    hide_notes: HideNotesOpt = None,
 ) -> None:
     """Check config sets: YAML, keys, types, cross-field rules; then the dataset: columns, rows,
     media and token lengths with the real processor (skip with --config-only). Exit 0 ok (or
     warnings only), 1 errors, 2 usage. Writes nothing.
     """
     from vlmctl.config.load import collect_config_set, parse_override
-    from vlmctl.report import (
-        SetReport,
-        exit_code,
-        hidden_note_codes,
-        render_github,
-        render_json,
-        render_text,
-    )
+    from vlmctl.report import SetReport, exit_code
 
     parsed = [parse_override(o) for o in overrides or []]  # a bad --set is a usage error (2)
     if sample is not None and all_rows:
@@ -103,13 +114,16 @@ def validate(
             summary = add_dataset_pass(cs, findings, opts)
         reports.append(SetReport(dir=str(directory), findings=findings))
         summaries.append(summary)
-    if output_format is OutputFormat.json:
-        text = render_json(reports, strict)
-        if not config_only:
-            from vlmctl.checks.data_report import json_with_data
+    _print(reports, summaries, output_format, strict, config_only, hide_notes)
+    raise typer.Exit(exit_code(reports, strict))
 
-            text = json_with_data(text, summaries)
-        print(text)
+
+def _print(reports, summaries, output_format, strict, config_only, hide_notes) -> None:
+    """Write the reports (and each set's dataset summary) in the format asked for."""
+    from vlmctl.report import SetReport, hidden_note_codes, render_github, render_json, render_text
+
+    if output_format is OutputFormat.json:
+        print(render_json(reports, strict, data=None if config_only else summaries))
     elif output_format is OutputFormat.github:
         if any(s is not None for s in summaries):
             from vlmctl.checks.data_report import github_ready
@@ -125,4 +139,3 @@ def validate(
                 from vlmctl.checks.data_report import render_summary_text
 
                 render_summary_text(report.dir, summary)
-    raise typer.Exit(exit_code(reports, strict))
