@@ -8,60 +8,79 @@ from typing import Annotated
 
 import typer
 
+# The command's own arguments and options (shared ones are in _options.py).
+SourceArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Run folder written by `vlmctl train` (or any PEFT adapter folder).",
+        show_default=False,
+    ),
+]
+
+BaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base",
+        help="Base model id or folder (default: the run manifest, else adapter_config.json).",
+    ),
+]
+
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Output folder (default: <RUN_DIR>/merged)."),
+]
+
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", help="bf16 | fp16 | fp32 (default: the training dtype)."),
+]
+
+VerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verify/--no-verify",
+        help="Compare adapter and merged model on probe inputs; write merge-report.json.",
+    ),
+]
+
+LowMemoryOpt = Annotated[
+    bool,
+    typer.Option(
+        "--low-memory",
+        help="Stream the base checkpoint tensor by tensor (never the whole model in memory).",
+    ),
+]
+
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an existing output folder (atomically).")
+]
+
+TrustRemoteCodeOpt = Annotated[
+    bool,
+    typer.Option("--trust-remote-code", help="Allow the base model's own code to run."),
+]
+
+AllowNoopOpt = Annotated[
+    bool,
+    typer.Option("--allow-noop", help="Write the output even when the adapter changes nothing."),
+]
+
+MaxShardSizeOpt = Annotated[
+    str, typer.Option("--max-shard-size", help="Largest safetensors shard, e.g. 5GB.")
+]
+
 
 def merge(
-    source: Annotated[
-        Path,
-        typer.Argument(
-            help="Run folder written by `vlmctl train` (or any PEFT adapter folder).",
-            show_default=False,
-        ),
-    ],
-    base: Annotated[
-        str | None,
-        typer.Option(
-            "--base",
-            help="Base model id or folder (default: the run manifest, else adapter_config.json).",
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Output folder (default: <RUN_DIR>/merged)."),
-    ] = None,
-    dtype: Annotated[
-        str | None,
-        typer.Option("--dtype", help="bf16 | fp16 | fp32 (default: the training dtype)."),
-    ] = None,
-    verify: Annotated[
-        bool,
-        typer.Option(
-            "--verify/--no-verify",
-            help="Compare adapter and merged model on probe inputs; write merge-report.json.",
-        ),
-    ] = True,
-    low_memory: Annotated[
-        bool,
-        typer.Option(
-            "--low-memory",
-            help="Stream the base checkpoint tensor by tensor (never the whole model in memory).",
-        ),
-    ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing output folder (atomically).")
-    ] = False,
-    trust_remote_code: Annotated[
-        bool,
-        typer.Option("--trust-remote-code", help="Allow the base model's own code to run."),
-    ] = False,
-    allow_noop: Annotated[
-        bool,
-        typer.Option(
-            "--allow-noop", help="Write the output even when the adapter changes nothing."
-        ),
-    ] = False,
-    max_shard_size: Annotated[
-        str, typer.Option("--max-shard-size", help="Largest safetensors shard, e.g. 5GB.")
-    ] = "5GB",
+    source: SourceArg,
+    base: BaseOpt = None,
+    output: OutputOpt = None,
+    dtype: DtypeOpt = None,
+    verify: VerifyOpt = True,
+    low_memory: LowMemoryOpt = False,
+    force: ForceOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    allow_noop: AllowNoopOpt = False,
+    max_shard_size: MaxShardSizeOpt = "5GB",
 ) -> None:
     """Merge an adapter into its base model: sharded safetensors + the training processor.
 
