@@ -15,7 +15,7 @@ from vlmctl.config.snapshot import (
     SNAPSHOT_FILE,
     load_snapshot,
     snapshot_class_model_types,
-    snapshot_sft_fields,
+    snapshot_sft_annotations,
     snapshot_transformers_classes,
 )
 from vlmctl.config.snapshot_write import dumps, generate
@@ -88,7 +88,7 @@ def test_sft_fields_come_from_the_snapshot_only_without_trl(monkeypatch):
             lambda name, *a: None if name == "trl" else real_find_spec(name, *a),
         )
         monkeypatch.setattr(sft_fields, "_class_fields", lambda *a: pytest.fail("read TRL"))
-        assert sft_fields.sft_config_fields() == snapshot_sft_fields()
+        assert sft_fields.sft_config_fields() == frozenset(snapshot_sft_annotations())
         # the annotations too: a wrong type is still an error in the light install
         assert sft_fields.sft_type_problem("dataloader_num_workers", "two") == "an integer"
     finally:
@@ -111,8 +111,10 @@ def test_installed_trl_wins_over_the_snapshot(monkeypatch):
 
 
 def test_snapshot_holds_what_config_checks_need():
-    assert {"learning_rate", "train_sampling_strategy", "max_length"} <= snapshot_sft_fields()
-    assert "group_by_length" not in snapshot_sft_fields()  # gone in transformers 5
+    assert {"learning_rate", "train_sampling_strategy", "max_length"} <= frozenset(
+        snapshot_sft_annotations()
+    )
+    assert "group_by_length" not in frozenset(snapshot_sft_annotations())  # gone in transformers 5
     assert "Qwen2VLForConditionalGeneration" in snapshot_transformers_classes()
     types = snapshot_class_model_types()
     assert "qwen2_vl" in types["Qwen2VLForConditionalGeneration"]

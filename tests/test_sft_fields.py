@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from vlmctl.config.sft_fields import _body_fields, sft_config_fields
+from vlmctl.config.sft_fields import _body_annotations, sft_config_fields
 
 
 @pytest.mark.slow
@@ -47,4 +47,4 @@ def test_body_scan_skips_docstrings_classvars_methods_and_private_names():
         local: int = 3
         return local
 '''
-    assert _body_fields(body) == {"real_a", "real_b"}
+    assert set(_body_annotations(body)) == {"real_a", "real_b"}

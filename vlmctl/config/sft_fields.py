@@ -57,11 +57,6 @@ def _class_span(text: str, cls_name: str) -> tuple[int, int, int] | None:
     return prefix_end, m.start(), m.end() + nxt.start() if nxt else len(text)
 
 
-def _body_fields(body: str) -> set[str]:
-    """Annotated class-level names (4-space indent, outside string literals)."""
-    return set(_body_annotations(body))
-
-
 def _body_annotations(body: str) -> dict[str, str]:
     """Annotated class-level names -> annotation text (4-space indent, outside strings)."""
     fields: dict[str, str] = {}

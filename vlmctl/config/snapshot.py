@@ -32,11 +32,6 @@ def snapshot_sft_annotations() -> dict[str, str]:
     return dict(load_snapshot()["sft_config_annotations"])
 
 
-def snapshot_sft_fields() -> frozenset[str]:
-    """SFTConfig field names of the TRL the snapshot was taken from."""
-    return frozenset(load_snapshot()["sft_config_annotations"])
-
-
 def snapshot_class_model_types() -> dict[str, frozenset[str]]:
     """Class name -> the model types transformers' Auto mappings load with it (snapshot)."""
     return {k: frozenset(v) for k, v in load_snapshot()["class_model_types"].items()}
