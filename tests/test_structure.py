@@ -29,13 +29,6 @@ LONG_MODULES = {
 LONG_FUNCTIONS = {
     "vlmctl/collate.py::VLMCollator._assistant_char_spans_many": 87,
     "vlmctl/collate.py::VLMCollator._encode_output": 98,
-    # Typer commands: one parameter declaration per option (Annotated), little logic.
-    "vlmctl/commands/merge.py::merge": 92,
-    "vlmctl/commands/train.py::train": 83,
-    "vlmctl/commands/validate.py::validate": 105,
-    "vlmctl/config/yamlio.py::read_yaml": 133,
-    "vlmctl/data/chat.py::conversation_to_example": 110,
-    "vlmctl/models/resolve.py::resolve_model": 81,
     "vlmctl/training/worker.py::run": 250,
 }
 

@@ -336,10 +336,6 @@ def _first_alias(text: str) -> tuple[int | None, int | None]:
 
 def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
     """Load one file. Returns (doc, []) or (None, findings); never raises for bad content."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.constructor import DuplicateKeyError
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
     path = Path(path)
     raw, problem = _read_limited(path)
     if problem:
@@ -349,105 +345,123 @@ def read_yaml(path: Path) -> tuple[YamlDoc | None, list[Finding]]:
     if problem:
         return None, [problem]
     assert text is not None
+    node, problem = _load(path, text)
+    if problem is None:
+        problem = _shape_problem(path, node)
+    if problem:
+        return None, [problem]
+    return _to_doc(path, node, text)
+
+
+def _load(path: Path, text: str) -> tuple[Any, Finding | None]:
+    """ruamel's round-trip node tree, or the one finding that says why the text is not YAML."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
-        node = yaml.load(text)
+        return yaml.load(text), None
     except DuplicateKeyError as exc:
-        line, col = _mark(exc)
-        key = re.search(r'duplicate key "([^"]*)"', str(exc))
-        name = key.group(1) if key else "?"
-        first = getattr(exc, "context_mark", None)
-        where = f" (first at line {first.line + 1})" if first is not None else ""
-        return None, [
-            _finding(
-                path,
-                f"duplicate key {name!r}{where}",
-                "keep one of them",
-                line,
-                col,
-                "yaml-duplicate",
-            )
-        ]
+        return None, _duplicate_key(path, exc)
     except MarkedYAMLError as exc:
-        line, col = _mark(exc)
-        tab = _tab_indent(text, line)
-        if tab is not None:
-            # ruamel says "cannot start any token": say what it means instead.
-            return None, [
-                _finding(
-                    path,
-                    "tab character in the indentation",
-                    "indent with spaces (YAML does not allow tabs)",
-                    tab[0],
-                    tab[1],
-                    "yaml-tab",
-                )
-            ]
-        quote = _unclosed_quote(text, line)
-        if quote is not None:
-            return None, [
-                _finding(
-                    path,
-                    f"unclosed {quote[2]} quote",
-                    f"close the string with {quote[2]} on this line (or remove the opening one)",
-                    quote[0],
-                    quote[1],
-                    "yaml-quote",
-                )
-            ]
-        if line is not None:
-            line = min(line, max(1, len(text.splitlines())))  # never past the last line
-        problem_text = (exc.problem or exc.context or "invalid YAML").strip()
-        return None, [
-            _finding(
-                path,
-                f"YAML syntax error: {problem_text}",
-                "check quotes, colons and indentation on this line or the one above",
-                line,
-                col,
-                "yaml-syntax",
-            )
-        ]
+        return None, _syntax_error(path, text, exc)
     except RecursionError:
-        return None, [
-            _finding(
-                path,
-                "nested too deeply (thousands of levels of [ or {)",
-                "a config nests a few levels: remove the runaway brackets",
-                1,
-                1,
-                "yaml-too-deep",
-            )
-        ]
+        return None, _finding(
+            path,
+            "nested too deeply (thousands of levels of [ or {)",
+            "a config nests a few levels: remove the runaway brackets",
+            1,
+            1,
+            "yaml-too-deep",
+        )
     except YAMLError as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
-        return None, [_finding(path, f"YAML error: {msg}", None, None, None, "yaml-syntax")]
-    if node is None:
-        return None, [
-            _finding(
-                path,
-                "file is empty (no keys)",
-                f"run `vlmctl init` to get a commented template of {path.name}",
-                None,
-                None,
-                "yaml-empty",
-            )
-        ]
+        return None, _finding(path, f"YAML error: {msg}", None, None, None, "yaml-syntax")
+
+
+def _duplicate_key(path: Path, exc: Exception) -> Finding:
+    line, col = _mark(exc)
+    key = re.search(r'duplicate key "([^"]*)"', str(exc))
+    name = key.group(1) if key else "?"
+    first = getattr(exc, "context_mark", None)
+    where = f" (first at line {first.line + 1})" if first is not None else ""
+    return _finding(
+        path,
+        f"duplicate key {name!r}{where}",
+        "keep one of them",
+        line,
+        col,
+        "yaml-duplicate",
+    )
+
+
+def _syntax_error(path: Path, text: str, exc: Any) -> Finding:
+    """A tab in the indentation, an unclosed quote, or ruamel's own words, at the line."""
+    line, col = _mark(exc)
+    tab = _tab_indent(text, line)
+    if tab is not None:
+        # ruamel says "cannot start any token": say what it means instead.
+        return _finding(
+            path,
+            "tab character in the indentation",
+            "indent with spaces (YAML does not allow tabs)",
+            tab[0],
+            tab[1],
+            "yaml-tab",
+        )
+    quote = _unclosed_quote(text, line)
+    if quote is not None:
+        return _finding(
+            path,
+            f"unclosed {quote[2]} quote",
+            f"close the string with {quote[2]} on this line (or remove the opening one)",
+            quote[0],
+            quote[1],
+            "yaml-quote",
+        )
+    if line is not None:
+        line = min(line, max(1, len(text.splitlines())))  # never past the last line
+    problem_text = (exc.problem or exc.context or "invalid YAML").strip()
+    return _finding(
+        path,
+        f"YAML syntax error: {problem_text}",
+        "check quotes, colons and indentation on this line or the one above",
+        line,
+        col,
+        "yaml-syntax",
+    )
+
+
+def _shape_problem(path: Path, node: Any) -> Finding | None:
+    """An empty file or one that is not a `key: value` mapping."""
     from ruamel.yaml.comments import CommentedMap
 
+    if node is None:
+        return _finding(
+            path,
+            "file is empty (no keys)",
+            f"run `vlmctl init` to get a commented template of {path.name}",
+            None,
+            None,
+            "yaml-empty",
+        )
     if not isinstance(node, CommentedMap):
         kind = "a list" if isinstance(node, list) else f"a single value ({type(node).__name__})"
-        return None, [
-            _finding(
-                path,
-                f"the file holds {kind}; expected a mapping of `key: value` lines",
-                "write top-level keys (e.g. `learning_rate: 1.0e-05`), not `- items`",
-                1,
-                1,
-                "yaml-not-mapping",
-            )
-        ]
+        return _finding(
+            path,
+            f"the file holds {kind}; expected a mapping of `key: value` lines",
+            "write top-level keys (e.g. `learning_rate: 1.0e-05`), not `- items`",
+            1,
+            1,
+            "yaml-not-mapping",
+        )
+    return None
+
+
+def _to_doc(path: Path, node: Any, text: str) -> tuple[YamlDoc | None, list[Finding]]:
+    """Plain data plus positions; refuses alias bombs before expanding them."""
     doc = YamlDoc(path=path, data={})
     problems: list[Finding] = []
     try:

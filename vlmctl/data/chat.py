@@ -253,6 +253,39 @@ def conversation_to_example(row: Mapping[str, Any], cfg, row_index: int | None =
     from vlmctl.data.example import Example
 
     conv = cfg.conversation
+    parsed = _parse_turns(row, cfg, row_index)
+    enabled = {"image": cfg.use_images, "video": cfg.use_video}
+    columns = {"image": conv.images_column, "video": conv.videos_column}
+    refs = {k: media_list(row, columns[k], k, row_index) for k in ("image", "video")}
+    notes: list[str] = []
+    _match_media(row, cfg, parsed, refs, notes, row_index)
+    messages, images, videos = _build_messages(parsed, refs, enabled, notes, row_index)
+
+    source = "system turn"
+    if not any(m["role"] == "system" for m in messages):
+        system, source = _system_text(row, cfg)
+        if system:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise _error(
+            "the conversation has no assistant turn (nothing to train on)",
+            row_index,
+            "conversation.role_map",
+            "check role_map: the answering role must map to 'assistant'",
+        )
+    return Example(
+        messages=messages,
+        images=images,
+        videos=videos,
+        row=row_index,
+        notes=notes,
+        system_source=source,
+    )
+
+
+def _parse_turns(row: Mapping[str, Any], cfg, row_index: int | None):
+    """[(role, [(kind, text or media ref)])] per turn, roles mapped, content parts parsed."""
+    conv = cfg.conversation
     parser = _Parser(cfg, row_index)
     turns = _turns(row, cfg, row_index)
 
@@ -272,11 +305,15 @@ def conversation_to_example(row: Mapping[str, Any], cfg, row_index: int | None =
             raise _error(f"turn {i} ({role}) has no content", row_index)
         parsed.append((role, parser.parts(content, i)))
 
+    return parsed
+
+
+def _match_media(row, cfg, parsed, refs, notes: list[str], row_index: int | None) -> None:
+    """Tags against the media lists: untagged media open the first user turn (LLaVA's
+    convention); a count that does not match is an error while that kind is enabled."""
+    conv = cfg.conversation
     enabled = {"image": cfg.use_images, "video": cfg.use_video}
     columns = {"image": conv.images_column, "video": conv.videos_column}
-    refs = {k: media_list(row, columns[k], k, row_index) for k in ("image", "video")}
-    notes: list[str] = []
-
     for kind in ("image", "video"):
         slots = sum(1 for _, parts in parsed for k, r in parts if k == kind and r is _FROM_LIST)
         given = len(refs[kind])
@@ -307,6 +344,9 @@ def conversation_to_example(row: Mapping[str, Any], cfg, row_index: int | None =
                 hint,
             )
 
+
+def _build_messages(parsed, refs, enabled, notes: list[str], row_index: int | None):
+    """(messages, images, videos): media refs in part order; parts of a disabled kind dropped."""
     messages: list[dict] = []
     images: list[Any] = []
     videos: list[Any] = []
@@ -334,26 +374,7 @@ def conversation_to_example(row: Mapping[str, Any], cfg, row_index: int | None =
         if n:
             notes.append(f"{n} {kind}(s) dropped ({kind} data is off: data_processing)")
 
-    source = "system turn"
-    if not any(m["role"] == "system" for m in messages):
-        system, source = _system_text(row, cfg)
-        if system:
-            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
-    if not any(m["role"] == "assistant" for m in messages):
-        raise _error(
-            "the conversation has no assistant turn (nothing to train on)",
-            row_index,
-            "conversation.role_map",
-            "check role_map: the answering role must map to 'assistant'",
-        )
-    return Example(
-        messages=messages,
-        images=images,
-        videos=videos,
-        row=row_index,
-        notes=notes,
-        system_source=source,
-    )
+    return messages, images, videos
 
 
 def _tag(conv, kind: str) -> str:

@@ -224,17 +224,7 @@ def resolve_model(cfg: ModelConfig, model_id: str | None = None) -> Resolution:
         )
     trust = entry.trust_remote_code or global_trust
     processor_class = entry.processor_class or AUTO_PROCESSOR
-    for label, name in (("model_class", entry.model_class), ("processor_class", processor_class)):
-        if not _IDENT.match(name):
-            raise ConfigError(
-                Finding(
-                    "error",
-                    f"{label} {name!r} is not a class name",
-                    hint="write the class name only, e.g. Qwen2VLForConditionalGeneration",
-                    key=f"model_classes.{key}.{label}",
-                    code="class-name",
-                )
-            )
+    _check_class_names(key, entry.model_class, processor_class)
     if entry.import_path != "transformers":
         check_import_path(entry.import_path, key)
     elif not is_transformers_class(entry.model_class):
@@ -276,6 +266,21 @@ def resolve_model(cfg: ModelConfig, model_id: str | None = None) -> Resolution:
         reason=f"{model_id}: model_classes entry -> {entry.import_path}."
         f"{entry.model_class} + {processor_class}",
     )
+
+
+def _check_class_names(key: str, model_class: str, processor_class: str) -> None:
+    """A model_classes entry names classes, not expressions (nothing is ever evaluated)."""
+    for label, name in (("model_class", model_class), ("processor_class", processor_class)):
+        if not _IDENT.match(name):
+            raise ConfigError(
+                Finding(
+                    "error",
+                    f"{label} {name!r} is not a class name",
+                    hint="write the class name only, e.g. Qwen2VLForConditionalGeneration",
+                    key=f"model_classes.{key}.{label}",
+                    code="class-name",
+                )
+            )
 
 
 def _dtype(cfg: ModelConfig) -> Any:
