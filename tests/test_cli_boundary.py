@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import os
 import subprocess
 import sys
 
@@ -123,60 +121,6 @@ def test_light_commands_import_nothing_heavy(tmp_path, argv):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     last = r.stderr.strip().splitlines()[-1]
     assert last == "HEAVY [] 0", r.stderr
-
-
-_EXIT_PROBE = (
-    "import atexit, sys\n"
-    "{pre}"
-    "class Teardown:\n"
-    "    def __del__(self):\n"  # runs when the interpreter clears __main__ at shutdown
-    "        sys.stderr.write('TEARDOWN')\n"
-    "marker = Teardown()\n"
-    "atexit.register(lambda: sys.stdout.write('ATEXIT'))\n"
-    "sys.argv = ['vlmctl', *{argv!r}]\n"
-    "from vlmctl.cli import main\n"
-    "main()\n"
-    "print('NOT REACHED')\n"
-)
-
-
-@pytest.mark.parametrize("pre", ["", "import multiprocessing\n"], ids=["light", "heavy"])
-def test_main_exit_runs_atexit_flushes_and_keeps_the_code(tmp_path, pre):
-    """`main` skips interpreter teardown only for light runs; either way the atexit handlers
-    run, buffered output arrives (a pipe is block-buffered) and the exit code is kept."""
-    from _config_util import write_set
-
-    write_set(tmp_path / "c")
-    (tmp_path / "c" / "peft_config.yaml").write_text("r: 0\n")  # an error: exit 1
-    code = _EXIT_PROBE.format(pre=pre, argv=["validate", "--config-only", str(tmp_path / "c")])
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # real buffering
-    r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert r.returncode == 1, r.stderr
-    assert "NOT REACHED" not in r.stdout
-    assert "peft_config.yaml:1:" in r.stdout + r.stderr
-    assert r.stdout.endswith("ATEXIT")  # written at exit, unflushed, into a pipe
-    # The light run skipped the interpreter's teardown; the heavy one went through it.
-    assert ("TEARDOWN" in r.stderr) is bool(pre), r.stderr[-500:]
-
-
-def test_main_fast_exit_only_when_nothing_heavy_is_loaded(monkeypatch):
-    """With a heavy module loaded (here: multiprocessing), `main` exits the normal way."""
-    import multiprocessing  # noqa: F401 - its presence is the condition under test
-
-    from vlmctl import cli
-
-    monkeypatch.setattr(cli, "run", lambda argv=None: 3)
-    monkeypatch.setattr(cli.os, "_exit", lambda code: pytest.fail("os._exit in a heavy run"))
-    was_enabled = gc.isenabled()
-    try:
-        with pytest.raises(SystemExit) as exc:
-            cli.main()  # pauses the GC; the real `run` would turn it back on
-    finally:
-        if was_enabled:
-            gc.enable()
-    assert exc.value.code == 3
 
 
 @pytest.mark.parametrize(

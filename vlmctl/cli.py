@@ -8,10 +8,7 @@ prints one line and the way to get the traceback (VLMCTL_DEBUG=1).
 
 from __future__ import annotations
 
-import atexit
 import functools
-import gc
-import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -52,7 +49,6 @@ def error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        gc.enable()  # `main` pauses it for start-up only; verbs run with normal collection
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
@@ -111,11 +107,6 @@ for _verb in (init, validate, preview, train, merge, demo, schema, models):
 app.command("eval", short_help=_summary(eval_))(error_boundary(eval_))
 
 
-# Modules whose presence means the process did real work and must shut down the normal way
-# (their atexit/finalizers flush logs, join workers, release devices).
-_FULL_SHUTDOWN = ("torch", "multiprocessing", "concurrent.futures", "wandb", "datasets")
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (never exits; for tests and embedding).
 
@@ -143,8 +134,6 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while parsing flags, before a verb runs
         _err("interrupted (Ctrl-C)")
         return 130
-    finally:
-        gc.enable()
     return code if type(code) is int else 0  # a verb's return value is not an exit code
 
 
@@ -175,29 +164,10 @@ def _usage_line(exc: Any) -> str:
 
 
 def main() -> None:
-    """Console entry point (`vlmctl`).
+    """Console entry point (`vlmctl`): run the CLI, exit with its code.
 
-    Why the two tweaks: a light command (`--help`, `init`, `validate --config-only`) is
-    mostly start-up, and CI runs it per commit. Collecting garbage while typer parses the
-    command line (importing pydantic and building its parameter adapters) finds nothing to
-    free (~10 ms), and tearing the interpreter down module by module afterwards costs ~25 ms
-    more. So the cyclic GC is paused until a verb starts, and a process that loaded nothing
-    heavy (no torch, no worker threads or processes) ends with `os._exit` after running the
-    atexit handlers and flushing its output. Anything else exits the normal way.
+    No start-up tricks here: pausing the GC and ending light runs with `os._exit` were
+    measured within noise of nothing (BENCHMARKS.md, CLI start-up) and the 0.3 s goal held
+    without them.
     """
-    gc.disable()
-    code = run()
-    if debug_enabled() or any(m in sys.modules for m in _FULL_SHUTDOWN) or _threads_running():
-        sys.exit(code)
-    try:
-        atexit._run_exitfuncs()  # what the interpreter would run first at shutdown
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - e.g. a closed pipe: let Python report it as usual
-        sys.exit(code)
-    os._exit(code)
-
-
-def _threads_running() -> bool:
-    threading = sys.modules.get("threading")
-    return threading is not None and threading.active_count() > 1
+    sys.exit(run())
