@@ -1,0 +1,247 @@
+"""Media tokens from image SIZES, for `validate`'s row pass: no pixel pipeline.
+
+`validate` needs each row's token ids (lengths, media spans, labels), not its pixels. For the
+processor families whose token count is plain arithmetic on the image size, this module gives
+validate's collator:
+
+- a `_load_media` that reads each image's size from its file header (PIL's lazy open; JPEGs
+  are decoded at 1/8 scale, other formats fully, so a truncated or corrupt file is still
+  found) and applies vlmctl's own resize (`image_processing.resize_mode` / `max_size`) and
+  EXIF orientation to that size; anything unusual (an in-memory PIL image, a mode RGB
+  conversion might refuse, a bomb, any error) goes through the real `load_image`, so every
+  finding about a bad file is the one the pixel path gives;
+- a processor copy whose `_process_images` builds, from those sizes, the very inputs the
+  processor's own `replace_image_token` reads (`image_grid_thw` for Qwen2/2.5/3-VL, the
+  output pixel shape for LLaVA) instead of running the image processor; the text expansion,
+  tokenizer and every later step are the processor's own, so the ids are the same.
+
+Families (or settings) without such exact arithmetic keep the pixel path: `media_counter`
+returns None for them. Videos always take the pixel path. `VLMCTL_PIXEL_COUNT=1` forces the
+pixel path (the tests compare both).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import types
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+PIXEL_ENV = "VLMCTL_PIXEL_COUNT"
+
+# Modes `to_rgb` converts without a possible error; anything else takes the real path.
+_SAFE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "I;16", "I"})
+# processor class -> (image processor classes it is exact with, fake-input builder)
+_QWEN_IMAGE = frozenset({"Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil"})
+_CLIP_IMAGE = frozenset({"CLIPImageProcessor", "CLIPImageProcessorPil"})
+
+
+class SizedImage(Image.Image):
+    """A PIL image that carries only its size: what the arithmetic reads, no pixels."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self._size = (int(size[0]), int(size[1]))
+        self._mode = "RGB"
+
+
+# ------------------------------------------------------------------------------ arithmetic
+
+
+def _qwen_inputs(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | None:
+    """`image_grid_thw` from sizes: the image processor's own `smart_resize` and patch size."""
+    import sys
+
+    ip = processor.image_processor
+    smart_resize = getattr(sys.modules.get(type(ip).__module__), "smart_resize", None)
+    size = getattr(ip, "size", None) or {}
+    if smart_resize is None or not getattr(ip, "do_resize", True):
+        return None
+    min_px, max_px = size.get("shortest_edge"), size.get("longest_edge")
+    patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
+    if not (min_px and max_px and patch and merge):
+        return None
+
+    def build(sizes: list[tuple[int, int]]) -> dict:
+        grids = []
+        for w, h in sizes:
+            rh, rw = smart_resize(h, w, factor=patch * merge, min_pixels=min_px, max_pixels=max_px)
+            grids.append([1, rh // patch, rw // patch])
+        return {"image_grid_thw": np.array(grids, dtype=np.int64).reshape(-1, 3)}
+
+    return build
+
+
+def _llava_inputs(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | None:
+    """LLaVA counts tokens from the output pixel shape: fixed by the center crop."""
+    ip = processor.image_processor
+    crop = getattr(ip, "crop_size", None) or {}
+    if not getattr(ip, "do_center_crop", False) or not crop.get("height") or not crop.get("width"):
+        return None
+    shape = (3, int(crop["height"]), int(crop["width"]))
+    zero = np.zeros(1, dtype=np.uint8)
+
+    def build(sizes: list[tuple[int, int]]) -> dict:
+        # Broadcast views: the shape without the memory.
+        return {"pixel_values": [np.broadcast_to(zero, shape) for _ in sizes]}
+
+    return build
+
+
+_FAMILIES: dict[str, tuple[frozenset, Callable]] = {
+    "Qwen2VLProcessor": (_QWEN_IMAGE, _qwen_inputs),
+    "Qwen2_5_VLProcessor": (_QWEN_IMAGE, _qwen_inputs),
+    "Qwen3VLProcessor": (_QWEN_IMAGE, _qwen_inputs),
+    "LlavaProcessor": (_CLIP_IMAGE, _llava_inputs),
+}
+
+
+def media_counter(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | None:
+    """The fake image inputs builder for this processor, or None: no exact arithmetic here.
+
+    Exact class names only (a subclass, e.g. remote code, may count differently), and only
+    when the processor uses transformers' standard `_process_images` / `replace_image_token`.
+    """
+    from transformers.processing_utils import ProcessorMixin
+
+    entry = _FAMILIES.get(type(processor).__name__)
+    ip = getattr(processor, "image_processor", None)
+    if entry is None or ip is None or type(ip).__name__ not in entry[0]:
+        return None
+    cls = type(processor)
+    if cls.__call__ is not ProcessorMixin.__call__:
+        return None
+    if cls._process_images is not ProcessorMixin._process_images:
+        return None
+    if not getattr(processor, "image_token", None):
+        return None
+    return entry[1](processor)
+
+
+def count_image_tokens(processor: Any, sizes: Sequence[tuple[int, int]]) -> list[int] | None:
+    """Media tokens per image (width, height) by the arithmetic; None without one (tests)."""
+    build = media_counter(processor)
+    if build is None:
+        return None
+    inputs = build(list(sizes))
+    tok = processor.tokenizer
+    return [
+        len(tok.tokenize(processor.replace_image_token(inputs, image_idx=i)))
+        for i in range(len(sizes))
+    ]
+
+
+# ------------------------------------------------------------------------------ sizes
+
+
+def resized_size(w: int, h: int, resize_mode: str, max_size: int | None) -> tuple[int, int]:
+    """The size `media.images.resize_image` gives a (w, h) image: the same arithmetic."""
+    if max_size is None:
+        return w, h
+    m = int(max_size)
+    if resize_mode == "keep_aspect":
+        if max(w, h) <= m:
+            return w, h
+        return (m, max(1, round(h * m / w))) if w >= h else (max(1, round(w * m / h)), m)
+    if resize_mode == "crop":
+        side = min(w, h)
+        return (m, m) if side > m else (side, side)
+    return m, m  # stretch
+
+
+def header_size(ref: Any, media_dirs: Sequence[Any], row: int | None) -> tuple[int, int] | None:
+    """(width, height) after EXIF orientation, read without a full-size decode; None when the
+    real `load_image` must look at it (in-memory image, bomb, odd mode, any error)."""
+    from vlmctl.media.images import _open_source
+
+    source, _ = _open_source(ref, media_dirs, row)  # its findings are the real path's own
+    if isinstance(source, Image.Image):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+            with fp:
+                img = Image.open(fp)
+                w, h = img.size
+                limit = Image.MAX_IMAGE_PIXELS
+                if (limit and w * h > limit) or img.mode not in _SAFE_MODES:
+                    return None
+                orientation = img.getexif().get(0x0112, 1)
+                if img.format == "JPEG":  # DCT scaling: every byte still entropy-decoded
+                    img.draft(img.mode, (max(1, w // 8), max(1, h // 8)))
+                img.load()
+    except Exception:  # noqa: BLE001 - the real path names whatever is wrong
+        return None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+# ------------------------------------------------------------------------------ install
+
+
+def _fast_load_media(collator: Any, example: Any):
+    """The collator's `_load_media`, with images as `SizedImage`s (videos unchanged)."""
+    from vlmctl.media.images import load_image
+
+    ip = collator.cfg.image_processing
+    images = []
+    for ref in example.images:
+        size = header_size(ref, collator.media_dirs, example.row)
+        if size is None:
+            size = load_image(
+                ref,
+                base_dirs=collator.media_dirs,
+                convert_to_rgb=ip.convert_to_rgb,
+                resize_mode=ip.resize_mode,
+                max_size=ip.max_size,
+                row=example.row,
+            ).size
+        else:
+            size = resized_size(*size, ip.resize_mode, ip.max_size)
+        images.append(SizedImage(size))
+    if not example.videos:
+        return images, [], []
+    _, videos, metas = type(collator)._load_media(collator, replace(example, images=[]))
+    return images, videos, metas
+
+
+def _fast_process_images(build: Callable, real: Callable):
+    def _process_images(self, images, **kwargs):
+        from transformers.image_utils import make_flat_list_of_images
+
+        flat = make_flat_list_of_images(images)
+        if not all(isinstance(im, SizedImage) for im in flat):
+            return real(images, **kwargs)
+        inputs = build([im.size for im in flat])
+        return inputs, [self.replace_image_token(inputs, image_idx=i) for i in range(len(flat))]
+
+    return _process_images
+
+
+def count_media_from_sizes(collator: Any) -> bool:
+    """Switch validate's collator to size arithmetic where it is exact; True when switched.
+
+    The processor is copied (shallow) first, so nothing else sees the change.
+    """
+    if collator is None or os.environ.get(PIXEL_ENV, "") not in ("", "0"):
+        return False
+    processor = collator.processor
+    build = media_counter(processor)
+    if build is None or collator.prefix_suffix or collator._narrow:
+        return False
+    if not collator.cfg.image_processing.convert_to_rgb:  # the processor sees the file's mode
+        return False
+    fast = copy.copy(processor)
+    fast._process_images = types.MethodType(
+        _fast_process_images(build, processor._process_images), fast
+    )
+    collator.processor = fast
+    collator._load_media = types.MethodType(_fast_load_media, collator)
+    return True
