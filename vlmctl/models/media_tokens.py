@@ -225,6 +225,19 @@ def _fast_process_images(build: Callable, real: Callable):
     return _process_images
 
 
+def fast_processor(processor: Any) -> Any | None:
+    """A shallow copy of `processor` whose images are counted from `SizedImage` sizes (other
+    images still take the real pipeline); None where the arithmetic is not exact."""
+    build = media_counter(processor)
+    if build is None:
+        return None
+    fast = copy.copy(processor)
+    fast._process_images = types.MethodType(
+        _fast_process_images(build, processor._process_images), fast
+    )
+    return fast
+
+
 def count_media_from_sizes(collator: Any) -> bool:
     """Switch validate's collator to size arithmetic where it is exact; True when switched.
 
@@ -232,16 +245,13 @@ def count_media_from_sizes(collator: Any) -> bool:
     """
     if collator is None or os.environ.get(PIXEL_ENV, "") not in ("", "0"):
         return False
-    processor = collator.processor
-    build = media_counter(processor)
-    if build is None or collator.prefix_suffix or collator._narrow:
+    if collator.prefix_suffix or collator._narrow:
         return False
     if not collator.cfg.image_processing.convert_to_rgb:  # the processor sees the file's mode
         return False
-    fast = copy.copy(processor)
-    fast._process_images = types.MethodType(
-        _fast_process_images(build, processor._process_images), fast
-    )
+    fast = fast_processor(collator.processor)
+    if fast is None:
+        return False
     collator.processor = fast
     collator._load_media = types.MethodType(_fast_load_media, collator)
     return True
