@@ -42,8 +42,8 @@ from vlmctl.models.media_tokens import (
 from vlmctl.testing.tiny import FAMILIES
 
 # Families whose arithmetic is exact (the test fails when one drifts in or out of the list).
-FAST_TINY = {"qwen2_vl", "qwen2_5_vl", "llava"}
-FAST_KITS = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava"}
+FAST_TINY = {"qwen2_vl", "qwen2_5_vl", "llava", "idefics3", "smolvlm"}
+FAST_KITS = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "idefics3", "smolvlm", "gemma3"}
 # tiny, odd, non-square both ways, very thin, large, and just over the real Qwen max_pixels
 SIZES = [(1, 1), (2, 3), (33, 17), (17, 33), (500, 7), (1023, 767), (1, 300), (3700, 3500)]
 

@@ -41,6 +41,18 @@ _SAFE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", "YCbC
 # processor class -> (image processor classes it is exact with, fake-input builder)
 _QWEN_IMAGE = frozenset({"Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil"})
 _CLIP_IMAGE = frozenset({"CLIPImageProcessor", "CLIPImageProcessorPil"})
+_TILE_IMAGE = frozenset(
+    {"Idefics3ImageProcessor", "Idefics3ImageProcessorPil"}
+    | {"SmolVLMImageProcessor", "SmolVLMImageProcessorPil"}
+)
+_GEMMA3_IMAGE = frozenset({"Gemma3ImageProcessor", "Gemma3ImageProcessorPil"})
+# `_process_images` keyword arguments that change no count (others must equal the image
+# processor's own attribute, or the family keeps the pixel path)
+_HARMLESS_KWARGS = frozenset({"return_row_col_info", "do_convert_rgb"})
+_PAN_AND_SCAN = frozenset(
+    {"pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops"}
+    | {"pan_and_scan_min_ratio_to_activate", "do_pan_and_scan"}
+)
 
 
 class SizedImage(Image.Image):
@@ -95,11 +107,35 @@ def _llava_inputs(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | N
     return build
 
 
+def _tile_inputs(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | None:
+    """Idefics3 / SmolVLM: the tile grid (rows, cols) from the image processor's own
+    `get_number_of_image_patches` (0 x 0 when it does not split)."""
+    ip = processor.image_processor
+    if not getattr(ip, "do_resize", True) or not hasattr(ip, "get_number_of_image_patches"):
+        return None
+
+    def build(sizes: list[tuple[int, int]]) -> dict:
+        grid = [ip.get_number_of_image_patches(h, w, {})[1:] for w, h in sizes]
+        return {"rows": [[r] for r, _ in grid], "cols": [[c] for _, c in grid]}
+
+    return build
+
+
+def _gemma3_inputs(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | None:
+    """Gemma3: one fixed image sequence per image unless pan-and-scan adds crops."""
+    if processor._probed.get("do_pan_and_scan", processor.image_processor.do_pan_and_scan):
+        return None
+    return lambda sizes: {"num_crops": [0] * len(sizes)}
+
+
 _FAMILIES: dict[str, tuple[frozenset, Callable]] = {
     "Qwen2VLProcessor": (_QWEN_IMAGE, _qwen_inputs),
     "Qwen2_5_VLProcessor": (_QWEN_IMAGE, _qwen_inputs),
     "Qwen3VLProcessor": (_QWEN_IMAGE, _qwen_inputs),
     "LlavaProcessor": (_CLIP_IMAGE, _llava_inputs),
+    "Idefics3Processor": (_TILE_IMAGE, _tile_inputs),
+    "SmolVLMProcessor": (_TILE_IMAGE, _tile_inputs),
+    "Gemma3Processor": (_GEMMA3_IMAGE, _gemma3_inputs),
 }
 
 
@@ -107,7 +143,8 @@ def media_counter(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | N
     """The fake image inputs builder for this processor, or None: no exact arithmetic here.
 
     Exact class names only (a subclass, e.g. remote code, may count differently), and only
-    when the processor uses transformers' standard `_process_images` / `replace_image_token`.
+    when the processor uses transformers' standard `_process_images` (its `__call__` may wrap
+    it); tests/test_media_tokens.py checks each listed family against its real output.
     """
     from transformers.processing_utils import ProcessorMixin
 
@@ -115,27 +152,56 @@ def media_counter(processor: Any) -> Callable[[list[tuple[int, int]]], dict] | N
     ip = getattr(processor, "image_processor", None)
     if entry is None or ip is None or type(ip).__name__ not in entry[0]:
         return None
-    cls = type(processor)
-    if cls.__call__ is not ProcessorMixin.__call__:
-        return None
-    if cls._process_images is not ProcessorMixin._process_images:
+    if type(processor)._process_images is not ProcessorMixin._process_images:
         return None
     if not getattr(processor, "image_token", None):
         return None
-    return entry[1](processor)
+    kwargs = _probe_kwargs(processor)
+    if kwargs is None:
+        return None
+    ok = _HARMLESS_KWARGS | (_PAN_AND_SCAN if entry[1] is _gemma3_inputs else frozenset())
+    if any(k not in ok and getattr(ip, k, object()) != v for k, v in kwargs.items()):
+        return None  # a call-time image setting the arithmetic does not read
+    probe = copy.copy(processor)
+    probe._probed = kwargs
+    build = entry[1](probe)
+    if build is not None:
+        build.kwargs = kwargs
+    return build
+
+
+def _probe_kwargs(processor: Any) -> dict | None:
+    """The image settings the processor hands `_process_images` (one real call, 32x32)."""
+    seen: list[dict] = []
+    real = processor._process_images
+
+    def spy(images, **kwargs):
+        seen.append(kwargs)
+        return real(images, **kwargs)
+
+    probe = copy.copy(processor)
+    probe._process_images = spy
+    try:
+        probe(text=[processor.image_token], images=[[Image.new("RGB", (32, 32))]])
+    except Exception:  # noqa: BLE001 - a processor that cannot take this keeps the pixel path
+        return None
+    return seen[0] if len(seen) == 1 else None
 
 
 def count_image_tokens(processor: Any, sizes: Sequence[tuple[int, int]]) -> list[int] | None:
-    """Media tokens per image (width, height) by the arithmetic; None without one (tests)."""
+    """The processor's image tokens per image (width, height) by the arithmetic (the whole
+    expansion may add markers around them); None where there is none. For tests and tools."""
     build = media_counter(processor)
     if build is None:
         return None
     inputs = build(list(sizes))
     tok = processor.tokenizer
-    return [
-        len(tok.tokenize(processor.replace_image_token(inputs, image_idx=i)))
-        for i in range(len(sizes))
-    ]
+    image_id = tok.convert_tokens_to_ids(processor.image_token)
+    out = []
+    for i in range(len(sizes)):
+        text = processor.replace_image_token(inputs, image_idx=i)
+        out.append(tok(text, add_special_tokens=False)["input_ids"].count(image_id))
+    return out
 
 
 # ------------------------------------------------------------------------------ sizes
@@ -219,6 +285,8 @@ def _fast_process_images(build: Callable, real: Callable):
         flat = make_flat_list_of_images(images)
         if not all(isinstance(im, SizedImage) for im in flat):
             return real(images, **kwargs)
+        if kwargs != build.kwargs:  # not what was probed: the counts could differ
+            raise RuntimeError(f"image settings {kwargs} differ from the probed {build.kwargs}")
         inputs = build([im.size for im in flat])
         return inputs, [self.replace_image_token(inputs, image_idx=i) for i in range(len(flat))]
 
