@@ -97,6 +97,7 @@ def test_tiny_twins_sizes_equal_pixels_or_fall_back(family, tiny_model_dir):
     assert "_process_images" not in vars(proc)
 
 
+@pytest.mark.slow  # the real image processors on a 3700x3500 image: ~30 s for Idefics3
 @pytest.mark.parametrize("family", kit_params())
 def test_real_kits_sizes_equal_pixels_or_fall_back(family):
     proc = kit_processor(family)
@@ -104,6 +105,17 @@ def test_real_kits_sizes_equal_pixels_or_fall_back(family):
         assert media_counter(proc) is None, f"{family}: arithmetic claimed, not in FAST_KITS"
         return
     assert media_counter(proc) is not None, f"{family}: expected exact arithmetic"
+    _real_vs_sizes(proc)
+
+
+@pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
+def test_tile_grids_with_image_splitting(family, tiny_model_dir):
+    """The twins do not split (one tile): make them split into up to 3 x 3 tiles."""
+    proc = copy.deepcopy(_load(tiny_model_dir(family)))
+    ip = proc.image_processor
+    ip.do_image_splitting = True
+    ip.size = {"longest_edge": 3 * ip.max_image_size["longest_edge"]}
+    assert media_counter(proc) is not None
     _real_vs_sizes(proc)
 
 
