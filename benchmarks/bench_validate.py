@@ -5,7 +5,11 @@ processor class (Qwen2VLProcessor, small image limits):
 - bare loop: open each row's image (`vlmctl.media.load_image`) and call the processor on the
   image plus the row's text — the least any length check must do;
 - validate: `check_data` (columns, rows, media, encode via the collator, truncation policy),
-  row-pass time only (`row_pass_seconds`), with --num-proc 1 and 2;
+  row-pass time only (`row_pass_seconds`), with --num-proc 1 and 2: image tokens counted from
+  the image SIZES (file header, JPEG checked by a 1/8-scale decode, the processor's own
+  arithmetic: `vlmctl.models.media_tokens`), and with the pixel path forced
+  (`VLMCTL_PIXEL_COUNT=1`: every image decoded and run through the image processor); the two
+  must give identical findings and counts (checked here);
 - peak RSS of a whole `vlmctl validate --format json` process at 1,000 rows and at 10,000 rows
   (the same CSV rows repeated 10 times), each in its own process.
 Each timing is the best of `--repeat` runs (the machine is shared; the best run is the least
@@ -95,15 +99,31 @@ def bare_loop(config: Path, model: Path, limit: int, threads: int | None = None)
     return secs, n
 
 
-def validate_pass(config: Path, num_proc: int) -> tuple[float, int, dict]:
+_OUTCOMES: dict[str, tuple] = {}  # path -> (findings, summary without timings)
+
+
+def _untimed(doc):
+    if isinstance(doc, dict):
+        return {k: _untimed(v) for k, v in doc.items() if "seconds" not in k}
+    return doc
+
+
+def validate_pass(config: Path, num_proc: int, pixels: bool = False) -> tuple[float, int, dict]:
     from vlmctl.checks.data_checks import DataCheckOptions, check_data
     from vlmctl.config.load import load_config_set
+    from vlmctl.models.media_tokens import PIXEL_ENV
 
     cs = load_config_set(config)
-    result = check_data(cs, DataCheckOptions(num_proc=num_proc))
+    os.environ[PIXEL_ENV] = "1" if pixels else "0"
+    try:
+        result = check_data(cs, DataCheckOptions(num_proc=num_proc))
+    finally:
+        os.environ.pop(PIXEL_ENV, None)
     bad = [f.one_line() for f in result.findings if f.severity != "info"]
     assert not bad, bad
     s = result.summary
+    outcome = ([f.one_line() for f in result.findings], _untimed(s))
+    _OUTCOMES.setdefault("pixels" if pixels else "sizes", outcome)
     return s["row_pass_seconds"], s["rows"]["checked"], s
 
 
@@ -125,6 +145,14 @@ def peak_rss_mb(config: Path) -> tuple[float, float]:
     doc = json.loads(r.stdout)
     assert doc["config_sets"][0]["counts"]["errors"] == 0, r.stdout[:2000]
     return int(line[-1].split()[1]) / 1024, wall
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        a, b, c = os.getloadavg()
+        return f"load average {a:.2f}, {b:.2f}, {c:.2f}"
 
 
 def main() -> int:
@@ -157,19 +185,37 @@ def main() -> int:
                 ),
                 ("validate --num-proc 1", lambda: validate_pass(cfg1k, 1)[:2]),
                 ("validate --num-proc 2", lambda: validate_pass(cfg1k, 2)[:2]),
+                (
+                    "validate --num-proc 1, pixel path forced",
+                    lambda: validate_pass(cfg1k, 1, pixels=True)[:2],
+                ),
             ):
                 secs, n = fn()
                 if name not in results or secs < results[name][0]:
                     results[name] = (secs, n)
         base = results["bare loop (open image + processor)"]
         base_rate = base[1] / base[0]
+        one = results["bare loop, torch 1 thread"]
+        one_rate = one[1] / one[0]
         lines = [
-            f"| run | rows | seconds (best of {args.repeat}) | rows/s | vs bare loop |",
-            "|---|---:|---:|---:|---:|",
+            f"| run | rows | seconds (best of {args.repeat}) | rows/s | vs bare loop "
+            "| vs 1-thread loop |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for name, (secs, n) in results.items():
             rate = n / secs
-            lines.append(f"| {name} | {n} | {secs:.2f} | {rate:.1f} | {rate / base_rate:.2f}x |")
+            lines.append(
+                f"| {name} | {n} | {secs:.2f} | {rate:.1f} | {rate / base_rate:.2f}x "
+                f"| {rate / one_rate:.2f}x |"
+            )
+        same = _OUTCOMES["sizes"] == _OUTCOMES["pixels"]
+        lines += [
+            "",
+            f"Findings and summary counts, size path vs pixel path forced: "
+            f"{'identical' if same else 'DIFFERENT'} ({len(_OUTCOMES['sizes'][0])} findings).",
+        ]
+        if not same:
+            print("size path:", _OUTCOMES["sizes"], "\npixel path:", _OUTCOMES["pixels"])
         rss_lines = []
         if not args.skip_rss:
             rss1, wall1 = peak_rss_mb(cfg1k)
@@ -190,7 +236,15 @@ def main() -> int:
         f"{platform.node() or 'this machine'}: {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, load average at the end {load[0]:.1f} (a shared machine: "
         "compare ratios, not absolute times). Data: ../shared/data/abo_vqa_csv; processor: the "
-        "tiny Qwen2-VL twin's Qwen2VLProcessor (16 image tokens per 256x256 image).",
+        "tiny Qwen2-VL twin's Qwen2VLProcessor (16 image tokens per 256x256 image). "
+        f"`uptime`: {_uptime()}",
+        "",
+        "Both sides, per row: the bare loop resolves the row's image, decodes it "
+        "(`load_image`) and calls the processor (pixel pipeline + tokenizer) on one text; "
+        "validate renders the chat template, finds the answer spans, reads the image size "
+        "(1/8-scale JPEG decode) and computes its tokens (pixel path forced: full decode + "
+        "image processor), tokenizes, classifies every token, masks labels, applies the length "
+        "policy and checks the row.",
         "",
     ]
     text = "\n".join(header + lines + rss_lines) + "\n"

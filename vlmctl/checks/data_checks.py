@@ -169,6 +169,10 @@ def _check_loaded(
         return
 
     collator = _build_collator(cs, data, processor, result) if processor is not None else None
+    if collator is not None:
+        from vlmctl.models.media_tokens import count_media_from_sizes
+
+        count_media_from_sizes(collator)  # ids from image sizes where the arithmetic is exact
     total = len(ds)
     sample = _sample_size(kind, total, opts, findings)
     n_checked = min(sample, total) if sample else total
