@@ -86,7 +86,12 @@ TARGETS = (
             "vlmctl.merge.output.x_atomic_folder__mutmut_*",
             "vlmctl.merge.output.x__sweep_stale__mutmut_*",
         ),
-        ("tests/test_merge.py", "-k", "exists or exception or killed or replace"),
+        (
+            "tests/test_merge_atomic.py",
+            "tests/test_merge.py",
+            "-k",
+            "atomic or exists or exception or killed or replace",
+        ),
     ),
     Target(
         "yaml-positions",
