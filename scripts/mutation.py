@@ -106,8 +106,27 @@ TARGETS = (
     Target(
         "manifest-secrets",
         "vlmctl/training/manifest.py",
-        ("vlmctl.training.manifest.x_*__mutmut_*",),
-        ("tests/test_train.py", "-k", "secret or manifest or token"),
+        # The secret filter and the two places that apply it (configs/ and vlmctl-run.json).
+        tuple(
+            f"vlmctl.training.manifest.x_{f}__mutmut_*"
+            for f in (
+                "is_secret_key",
+                "is_secret_value",
+                "_strip",
+                "strip_secrets",
+                "is_secret_override",
+                "strip_secret_overrides",
+                "resolved_configs",
+                "write_manifest",
+            )
+        ),
+        (
+            "tests/test_secrets.py",
+            "tests/test_manifest.py",
+            "tests/test_train.py::test_secrets_never_reach_the_manifest",
+            "-k",
+            "not planted",  # a whole training run (minutes): it stays in the default run
+        ),
     ),
     Target(
         "resume-checkpoint",
