@@ -135,7 +135,12 @@ TARGETS = (
             "vlmctl.training.run.x_*checkpoint*__mutmut_*",
             "vlmctl.training.run.x_*resume*__mutmut_*",
         ),
-        ("tests/test_train.py", "-k", "resume or checkpoint"),
+        # The SIGTERM-then-resume runs (real training, minutes) stay in the default run.
+        (
+            "tests/test_resume_choice.py",
+            "tests/test_train.py::test_latest_checkpoint_is_the_highest_complete_one",
+            "tests/test_train.py::test_resume_and_overwrite_rules",
+        ),
     ),
 )
 
