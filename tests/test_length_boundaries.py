@@ -76,6 +76,47 @@ def test_truncate_text_cut_exactly_at_the_media_end_does_not_cut_media(qwen):
     assert inside.encode_example(example).drop_reason == "media_too_long"
 
 
+def test_truncate_text_cut_exactly_at_the_media_start_drops_the_row(qwen):
+    """A cut at the image's first token would keep no media token at all: the row is dropped
+    for its media (not cut to a text-only row, which the model's media count would refuse)."""
+    example = chat(["a long answer " * 8])
+    full = _col(qwen, 100_000, "drop").encode_example(example)
+    start = min(s for s, _ in full.media_spans)
+    col = _col(qwen, start, "truncate_text")
+    enc = col.encode_example(example)
+    assert enc.drop_reason == "media_too_long" and not enc.truncated
+    assert col.stats["truncated"] == 0 and col.stats["dropped_media_too_long"] == 1
+
+
+def test_a_truncated_row_keeps_every_per_token_array_aligned(qwen, full):
+    """ids, labels, token kinds and the processor's per-token arrays are all cut at the limit,
+    and the cut is counted once."""
+    limit = full.length - 3
+    col = _col(qwen, limit, "truncate_text")
+    enc = col.encode_example(chat([ANSWER]))
+    assert enc.truncated and enc.original_length == full.length
+    assert torch.equal(enc.input_ids, full.input_ids[:limit])
+    assert torch.equal(enc.kinds, full.kinds[:limit])
+    assert enc.token_extras.keys() == full.token_extras.keys() and enc.token_extras
+    for key, value in enc.token_extras.items():
+        assert torch.equal(value, full.token_extras[key][:limit]), key
+    assert enc.num_media_tokens == full.num_media_tokens
+    assert col.stats["truncated"] == 1 and col.stats["dropped"] == 0
+
+
+def test_the_error_policy_names_the_row_its_length_and_the_fix(qwen, full):
+    limit = full.length - 1
+    with pytest.raises(DataError) as exc:
+        _col(qwen, limit, "error").encode_example(chat([ANSWER]))
+    (f,) = exc.value.findings
+    assert f.severity == "error" and f.row == 7 and f.key == "text_processing.max_length"
+    assert f.message == (
+        f"row is {full.length} tokens ({full.num_media_tokens} media), longer than "
+        f"text_processing.max_length={limit}"
+    )
+    assert f.hint == "raise max_length, or set truncation_policy: drop or truncate_text"
+
+
 # --------------------------------------------------------------------------- validate's JSON
 
 
