@@ -86,12 +86,9 @@ TARGETS = (
             "vlmctl.merge.output.x_atomic_folder__mutmut_*",
             "vlmctl.merge.output.x__sweep_stale__mutmut_*",
         ),
-        (
-            "tests/test_merge_atomic.py",
-            "tests/test_merge.py",
-            "-k",
-            "atomic or exists or exception or killed or replace",
-        ),
+        # The end-to-end ones in test_merge.py (a real merge, a SIGKILLed one: minutes, and the
+        # kill's 120-s deadline is missed under load) stay in the default run.
+        ("tests/test_merge_atomic.py",),
     ),
     Target(
         "yaml-positions",
