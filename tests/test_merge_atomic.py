@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,13 +101,22 @@ def _hidden(parent, name: str, pid: str | None):
     return folder
 
 
+class _SortedGlob(type(Path())):
+    """A path whose glob lists in name order, so the sweep meets the folders in a known order."""
+
+    def glob(self, pattern):
+        return iter(sorted(super().glob(pattern)))
+
+
 def test_a_dead_merges_hidden_folder_is_swept_a_live_ones_is_kept(tmp_path):
-    dead = _hidden(tmp_path, ".merged.tmp-dead", str(_dead_pid()))
-    live = _hidden(tmp_path, ".merged.tmp-live", str(os.getpid()))
-    no_pid = _hidden(tmp_path, ".merged.tmp-nopid", None)
-    garbled = _hidden(tmp_path, ".merged.tmp-garbled", "not a pid")
-    other = _hidden(tmp_path, ".other.tmp-dead", str(_dead_pid()))  # another target's
-    with atomic_folder(tmp_path / "merged", force=False):
+    root = _SortedGlob(tmp_path)
+    # Met first: folders whose pid cannot be read are skipped, and the sweep goes on.
+    no_pid = _hidden(root, ".merged.tmp-1-nopid", None)
+    garbled = _hidden(root, ".merged.tmp-2-garbled", "not a pid")
+    dead = _hidden(root, ".merged.tmp-3-dead", str(_dead_pid()))
+    live = _hidden(root, ".merged.tmp-4-live", str(os.getpid()))
+    other = _hidden(root, ".other.tmp-dead", str(_dead_pid()))  # another target's
+    with atomic_folder(root / "merged", force=False):
         pass
     assert not dead.exists()
     assert live.is_dir() and no_pid.is_dir() and garbled.is_dir() and other.is_dir()
