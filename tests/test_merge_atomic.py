@@ -27,7 +27,7 @@ def _names(folder) -> list[str]:
 
 
 def test_success_renames_the_hidden_folder_into_place(tmp_path):
-    target = tmp_path / "deep" / "merged"  # the parent is made
+    target = tmp_path / "a" / "b" / "merged"  # the parents are made
     with atomic_folder(target, force=False) as tmp:
         assert tmp.parent == target.parent and tmp.name.startswith(".merged.tmp-")
         assert (tmp / ".vlmctl-merge.pid").read_text() == str(os.getpid())
