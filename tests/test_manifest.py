@@ -45,6 +45,19 @@ def test_reading_ignores_keys_of_other_versions_and_strips_secrets(tmp_path):
     assert "hf_" not in (tmp_path / MANIFEST).read_text()
 
 
+def test_the_manifest_is_indented_json_and_writes_paths_as_text(tmp_path):
+    """People read vlmctl-run.json (indented, one key a line); a Path the worker passes is
+    written as its text instead of failing the write at the end of a run."""
+    from pathlib import Path
+
+    write_manifest(tmp_path, RunManifest(config_dir=Path("/runs/cfg"), global_step=2))
+    text = (tmp_path / MANIFEST).read_text()
+    assert text.startswith('{\n  "vlmctl_version": null,\n  "model_name_or_path"')
+    assert text.endswith("}\n") and '\n  "global_step": 2,\n' in text
+    assert read_manifest(tmp_path / MANIFEST).config_dir == "/runs/cfg"
+    assert [p.name for p in tmp_path.iterdir()] == [MANIFEST]  # no temporary file left
+
+
 def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text("[1, 2]")
     with pytest.raises(ValueError, match="not an object"):

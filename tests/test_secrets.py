@@ -180,6 +180,26 @@ def test_saved_config_set_reproduces_the_run(tmp_path):
         assert got == want, key
 
 
+def test_saved_config_set_makes_eval_data_and_media_roots_absolute(tmp_path):
+    """configs/ lives in the run folder: eval data and media roots written relative to the
+    config folder are saved absolute, or training the saved set again would not find them."""
+    cfg = _relative_set(tmp_path)
+    (tmp_path / "data" / "eval.csv").write_text((tmp_path / "data" / "train.csv").read_text())
+    (tmp_path / "media").mkdir()
+    overrides = [
+        "collator.dataset.eval_path=../data/eval.csv",
+        "collator.dataset.media_root=../media",
+    ]
+    cs = load_config_set(cfg, overrides)
+    dataset = mf.resolved_configs(cs)["collator"]["dataset"]
+    assert dataset["eval_path"] == str((tmp_path / "data" / "eval.csv").resolve())
+    assert dataset["media_root"] == str((tmp_path / "media").resolve())
+    (tmp_path / "more").mkdir()
+    listed = load_config_set(cfg, ["collator.dataset.media_root=[../media, ../more]"])
+    roots = mf.resolved_configs(listed)["collator"]["dataset"]["media_root"]
+    assert roots == [str((tmp_path / d).resolve()) for d in ("media", "more")]  # item by item
+
+
 def test_saved_config_set_keeps_the_model_classes_entry_of_a_relative_model(tmp_path):
     """A local model written relative to the config folder, with its model_classes entry
     under the same relative key: the saved set (model path made absolute) still resolves the
