@@ -46,7 +46,7 @@ def test_the_resume_command_repeats_every_flag_and_names_credentials_only():
     req = TrainRequest(
         config_dir=Path("/cfg dir"),
         output_dir=Path("out"),
-        overrides=["peft.r=8", f"train.hub_token={TOKEN}", "model.processor_params.token=abc"],
+        overrides=["peft.r=8", f"train.hub_token={TOKEN}", "model.processor_params.token=abc=="],
         model="org/model",
         dataset="data/train.csv",
         num_processes=2,
@@ -63,7 +63,7 @@ def test_the_resume_command_repeats_every_flag_and_names_credentials_only():
         "and your credentials again: --set train.hub_token=..., "
         "--set model.processor_params.token=...)"
     )
-    assert TOKEN not in hint and "abc" not in hint
+    assert TOKEN not in hint and "abc" not in hint  # a value may hold "=" (base64 padding)
 
 
 def test_the_resume_command_of_a_plain_run_has_only_its_own_flags():
