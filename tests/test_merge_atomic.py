@@ -121,3 +121,20 @@ def test_a_dead_merges_hidden_folder_is_swept_a_live_ones_is_kept(tmp_path):
     assert not dead.exists()
     assert live.is_dir() and no_pid.is_dir() and garbled.is_dir() and other.is_dir()
     assert (tmp_path / "merged").is_dir()
+
+
+def test_a_stale_folder_another_merge_sweeps_first_is_no_error(tmp_path, monkeypatch):
+    """Two merges to one target start together and both sweep the same dead merge's folder:
+    the one that finds it gone carries on."""
+    import shutil
+
+    dead = _hidden(tmp_path, ".merged.tmp-dead", str(_dead_pid()))
+
+    def other_merge_swept_it(pid):
+        shutil.rmtree(dead)
+        return False
+
+    monkeypatch.setattr(output, "pid_alive", other_merge_swept_it)
+    with atomic_folder(tmp_path / "merged", force=False) as tmp:
+        (tmp / "model.safetensors").write_text("w")
+    assert _names(tmp_path) == ["merged"]
