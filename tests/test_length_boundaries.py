@@ -88,6 +88,17 @@ def test_truncate_text_cut_exactly_at_the_media_start_drops_the_row(qwen):
     assert col.stats["truncated"] == 0 and col.stats["dropped_media_too_long"] == 1
 
 
+def test_a_text_only_row_over_the_limit_is_cut_not_dropped(qwen):
+    """No media to protect: truncate_text keeps a text-only row (fits, and is cut)."""
+    example = chat([ANSWER], n_images=0)
+    full = _col(qwen, 100_000, "drop").encode_example(example)
+    assert full.media_spans == []
+    col = _col(qwen, full.length - 2, "truncate_text")
+    assert col.fits(full) is True
+    enc = col.encode_example(example)
+    assert enc.drop_reason is None and enc.truncated and enc.length == full.length - 2
+
+
 def test_a_truncated_row_keeps_every_per_token_array_aligned(qwen, full):
     """ids, labels, token kinds and the processor's per-token arrays are all cut at the limit,
     and the cut is counted once."""
