@@ -101,7 +101,7 @@ def test_a_text_only_row_over_the_limit_is_cut_not_dropped(qwen):
 
 def test_a_truncated_row_keeps_every_per_token_array_aligned(qwen, full):
     """ids, labels, token kinds and the processor's per-token arrays are all cut at the limit,
-    and the cut is counted once."""
+    and each cut row is counted once."""
     limit = full.length - 3
     col = _col(qwen, limit, "truncate_text")
     enc = col.encode_example(chat([ANSWER]))
@@ -113,6 +113,8 @@ def test_a_truncated_row_keeps_every_per_token_array_aligned(qwen, full):
         assert torch.equal(value, full.token_extras[key][:limit]), key
     assert enc.num_media_tokens == full.num_media_tokens
     assert col.stats["truncated"] == 1 and col.stats["dropped"] == 0
+    col.encode_example(chat([ANSWER]))
+    assert col.stats["truncated"] == 2  # counted per row, not set
 
 
 def test_the_error_policy_names_the_row_its_length_and_the_fix(qwen, full):
