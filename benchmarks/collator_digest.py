@@ -11,7 +11,7 @@ encodings (`truncate=False`) with `fits`, each truncation policy at a small `max
 `padding: max_length`, `kinds_batch`, and `encode_prompts` + `collate_prompts`. Each line is
 `family/case key dtype shape sha256[:16]`; the last line per family digests all of them.
 
-    python benchmarks/collator_digest.py [--families qwen2_vl,llava] [--no-kits] > digest.txt
+    python benchmarks/collator_digest.py [--families qwen2_vl,llava] [--no-kits | --no-tiny] > digest.txt
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="", help="comma-separated subset (tiny or kit names)")
     ap.add_argument("--no-kits", action="store_true", help="tiny twins only")
+    ap.add_argument("--no-tiny", action="store_true", help="real kits only")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import logging
@@ -182,7 +183,7 @@ def main() -> None:
 
     wanted = set(filter(None, args.families.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="collator-digest-"))
-    for family in FAMILIES:
+    for family in () if args.no_tiny else FAMILIES:
         if wanted and family not in wanted:
             continue
         info = FAMILY_INFO[family]

@@ -75,7 +75,7 @@ def test_own_mm_token_type_ids_equal_the_processors(tiny_model_dir, family):
     col = VLMCollator(
         proc, cfg(data_processing={"image_data": True, "video_data": True}), model_type=family
     )
-    assert col._mm_type_ids is not None  # the fast path is the one under test
+    assert col.encoder.mm_type_ids is not None  # the fast path is the one under test
     encoded = [
         col.encode_example(chat(["a red video"], n_images=1, video=True)),
         col.encode_example(chat(["two", "images"], n_images=2)),
@@ -103,10 +103,10 @@ def test_own_mm_token_type_ids_equal_the_processors(tiny_model_dir, family):
 def test_processor_that_overrides_mm_token_type_ids_builds_them_itself(tiny_model_dir):
     """GLM-4V-style processors override `create_mm_token_type_ids` (video frames share the
     image token; only the video markers make them type 2): vlmctl must not build them."""
-    from vlmctl.collate import _own_mm_type_ids
+    from vlmctl.collate.introspect import own_mm_type_ids
 
     shared = processor(tiny_model_dir("qwen2_vl"))  # cached for other tests: left untouched
-    assert _own_mm_type_ids(shared) is not None
+    assert own_mm_type_ids(shared) is not None
 
     class OwnTypes(type(shared)):
         def create_mm_token_type_ids(self, input_ids):
@@ -114,7 +114,7 @@ def test_processor_that_overrides_mm_token_type_ids_builds_them_itself(tiny_mode
 
     proc = copy.copy(shared)
     proc.__class__ = OwnTypes
-    assert _own_mm_type_ids(proc) is None
+    assert own_mm_type_ids(proc) is None
     col = VLMCollator(proc, cfg(), model_type="qwen2_vl")
     batch = col.collate_encoded([col.encode_example(chat(["red"]))])
     assert (batch["mm_token_type_ids"] == 7).all()

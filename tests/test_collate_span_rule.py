@@ -104,7 +104,7 @@ def test_each_answer_plus_one_end_of_turn_and_nothing_after_it(base_processor, s
     # never a second end-of-turn in the input: the template's own only
     assert (
         enc.text.count("<|im_end|>")
-        == col._render_many([ex.messages], False)[0].count("<|im_end|>")
+        == col.renderer.render_many([ex.messages], False)[0].count("<|im_end|>")
         or style == "string_content"
     )
     assert (enc.input_ids == tok.convert_tokens_to_ids("<|image_pad|>")).sum() > 0

@@ -239,10 +239,10 @@ def generate_rows(
 
 def question_text(example: Any) -> str:
     """The last user turn's text (what the report shows as the question)."""
-    from vlmctl.collate import _message_text
+    from vlmctl.collate.render import message_text
 
     users = [m for m in example.messages if m.get("role") == "user"]
-    return _message_text(users[-1]) if users else ""
+    return message_text(users[-1]) if users else ""
 
 
 # --------------------------------------------------------------------------- several processes
