@@ -192,91 +192,57 @@ def _probe_images(state: RowState, ex: Any, add) -> bool:
     return bad
 
 
-def _too_long(state: RowState, enc: Any, res: RowResult, add, size: str) -> None:
+def _too_long(decision: Any, enc: Any, res: RowResult, add, size: str, tp: Any) -> None:
     """A row over max_length with truncation on: what the collator's policy does with it."""
-    tp = state.cfg.text_processing
-    ignore = state.cfg.label_masking.ignore_index
-    length = res.length
-    policy = tp.truncation_policy
     where = f"> text_processing.max_length={tp.max_length}"
-    if policy == "error":
-        add(
-            Finding(
-                "error",
-                f"{size} {where}: train stops with an error (truncation_policy: error)",
-                hint="raise max_length, or use truncation_policy: drop or truncate_text",
-                key="text_processing.max_length",
-                code="row-too-long",
-            )
-        )
-        res.outcome, res.supervised = "length_error", 0
-        return
-    if policy == "drop":
-        add(
-            Finding(
-                "warning",
-                f"{size} {where}: dropped (truncation_policy: drop)",
-                hint="raise max_length or use truncation_policy: truncate_text",
-                key="text_processing.max_length",
-                code="row-too-long",
-            )
-        )
-        res.outcome, res.supervised = "dropped_too_long", 0
-        return
-    if not state.collator.fits(enc):
+    key = "text_processing.max_length"
+    if decision.action == "error":
+        hint = "raise max_length, or use truncation_policy: drop or truncate_text"
+        msg = f"{size} {where}: train stops with an error (truncation_policy: error)"
+        add(Finding("error", msg, hint=hint, key=key, code="row-too-long"))
+        res.outcome = "length_error"
+    elif decision.reason == "too_long":
+        hint = "raise max_length or use truncation_policy: truncate_text"
+        msg = f"{size} {where}: dropped (truncation_policy: drop)"
+        add(Finding("warning", msg, hint=hint, key=key, code="row-too-long"))
+        res.outcome = "dropped_too_long"
+    elif decision.reason == "media_too_long":
         spans = ", ".join(f"{s}-{e}" for s, e in enc.media_spans)
-        add(
-            Finding(
-                "warning",
-                f"{size} {where}: the cut would fall inside or before a media "
-                f"span (tokens {spans}): dropped (truncation_policy: truncate_text)",
-                hint="raise max_length, or shrink the media (image_processing.max_size, "
-                "fewer frames)",
-                key="text_processing.max_length",
-                code="media-span-cut",
-            )
+        msg = (
+            f"{size} {where}: the cut would fall inside or before a media "
+            f"span (tokens {spans}): dropped (truncation_policy: truncate_text)"
         )
-        res.outcome, res.supervised = "dropped_media_span", 0
-        return
-    supervised = int((enc.labels[: tp.max_length] != ignore).sum())
-    if supervised == 0:
-        add(
-            Finding(
-                "warning",
-                f"{size} {where}: cutting the text leaves no supervised token: dropped",
-                hint="raise max_length",
-                key="text_processing.max_length",
-                code="no-supervised-tokens",
-            )
+        hint = "raise max_length, or shrink the media (image_processing.max_size, fewer frames)"
+        add(Finding("warning", msg, hint=hint, key=key, code="media-span-cut"))
+        res.outcome = "dropped_media_span"
+    elif decision.reason == "no_labels":
+        msg = f"{size} {where}: cutting the text leaves no supervised token: dropped"
+        add(Finding("warning", msg, hint="raise max_length", key=key, code="no-supervised-tokens"))
+        res.outcome = "dropped_no_labels"
+    else:
+        msg = (
+            f"{size} {where}: text cut by {res.length - decision.cut_at} tokens, "
+            f"{decision.supervised} supervised tokens left (truncation_policy: truncate_text)"
         )
-        res.outcome, res.supervised = "dropped_no_labels", 0
-        return
-    add(
-        Finding(
-            "warning",
-            f"{size} {where}: text cut by {length - tp.max_length} tokens, "
-            f"{supervised} supervised tokens left (truncation_policy: truncate_text)",
-            hint="raise max_length to keep the whole answer",
-            key="text_processing.max_length",
-            code="row-text-cut",
-        )
-    )
-    res.outcome, res.supervised = "cut_text", supervised
-    return
+        hint = "raise max_length to keep the whole answer"
+        add(Finding("warning", msg, hint=hint, key=key, code="row-text-cut"))
+        res.outcome = "cut_text"
+    res.supervised = decision.supervised
 
 
 def _apply_policy(state: RowState, enc: Any, res: RowResult, add) -> None:
-    """What `train` does with this row: the collator's length policy, then the label check."""
-    tp = state.cfg.text_processing
-    length = enc.original_length or enc.length
-    res.length = length
+    """What `train` does with this row: the collator's length policy (`length_policy.decide`,
+    the decision the collator acts on), reported as findings."""
+    from vlmctl.collate.length_policy import decide_for
+
+    decision = decide_for(enc, state.cfg)
+    res.length = length = enc.original_length or enc.length
     res.media_tokens = enc.num_media_tokens
-    supervised = enc.num_supervised
     size = f"{length} tokens ({length - res.media_tokens} text + {res.media_tokens} media)"
-    if tp.truncation and length > tp.max_length:
-        _too_long(state, enc, res, add, size)
+    if decision.over_length:
+        _too_long(decision, enc, res, add, size, state.cfg.text_processing)
         return
-    if supervised == 0:
+    if decision.reason == "no_labels":
         add(
             Finding(
                 "warning",
@@ -288,4 +254,4 @@ def _apply_policy(state: RowState, enc: Any, res: RowResult, add) -> None:
         )
         res.outcome, res.supervised = "dropped_no_labels", 0
         return
-    res.supervised = supervised
+    res.supervised = decision.supervised
