@@ -190,9 +190,9 @@ def test_paligemma_answer_is_causal(tiny_model_dir):
     enc = col.encode_example(chat(["red green blue square"]))
     batch = col.collate_encoded([enc])
     tt = batch["token_type_ids"][0]
-    assert torch.equal(tt == 1, enc.kinds == TokenKind.TRAINED)  # suffix (+eos) marked
+    assert torch.equal(tt == 1, enc.kinds == TokenKind.ANSWER)  # suffix (+eos) marked
     last = (
-        int((enc.kinds == TokenKind.TRAINED).nonzero().max()) - 1
+        int((enc.kinds == TokenKind.ANSWER).nonzero().max()) - 1
     )  # last answer token (before eos)
     assert enc.input_ids[last + 1] == col.tokenizer.eos_token_id
     m = model(path)

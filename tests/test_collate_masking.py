@@ -45,7 +45,7 @@ def test_mask_input_tokens_keeps_exactly_answers_and_end_of_turn(tiny_model_dir,
         assert decoded.strip() == answer + eot, (family, decoded)
         assert enc.labels[e - 1].item() == tok.convert_tokens_to_ids(eot)
     assert enc.num_supervised == int(kept.sum())
-    assert torch.equal(kept, enc.kinds == TokenKind.TRAINED)
+    assert torch.equal(kept, enc.kinds == TokenKind.ANSWER)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -88,7 +88,7 @@ def test_pad_tokens_keep_no_label_and_masking_off_keeps_all(tiny_model_dir, fami
 def test_custom_ignore_index(tiny_model_dir):
     col = _collator(tiny_model_dir, "qwen2_vl", mask_input_tokens=True, ignore_index=-1)
     enc = col.encode_example(chat(["red"]))
-    assert set(enc.labels[enc.kinds != TokenKind.TRAINED].tolist()) == {-1}
+    assert set(enc.labels[enc.kinds != TokenKind.ANSWER].tolist()) == {-1}
 
 
 def test_generation_markers_give_the_same_spans(tiny_model_dir):

@@ -78,7 +78,7 @@ def test_cut_inside_image_span_drops_the_row(tiny_model_dir):
 def test_answer_cut_away_entirely_is_dropped_not_trained_on_nothing(tiny_model_dir):
     example = chat([LONG])
     full = _full(tiny_model_dir, "qwen2_vl", example)
-    first_trained = int((full.kinds == TokenKind.TRAINED).nonzero().min())
+    first_trained = int((full.kinds == TokenKind.ANSWER).nonzero().min())
     col = _col(tiny_model_dir, "qwen2_vl", first_trained, "truncate_text")
     enc = col.encode_example(example)
     assert enc.drop_reason == "no_labels" and enc.num_supervised == 0

@@ -27,7 +27,7 @@ def test_prompt_is_the_training_sequence_up_to_the_answer(tiny_model_dir, family
     train = col.encode_example(ex, truncate=False)
     [(prompt, ref)] = col.encode_prompts([ex])
     assert ref == "a red square"
-    first_trained = int((train.kinds == TokenKind.TRAINED).nonzero()[0])
+    first_trained = int((train.kinds == TokenKind.ANSWER).nonzero()[0])
     assert first_trained > 0
     assert torch.equal(prompt.input_ids, train.input_ids[:first_trained])
     # The media went through the same processor call: the same number of media tokens.

@@ -67,7 +67,7 @@ def test_kept_labels_are_each_answer_plus_end_of_turn(family):
         assert decoded in (answer + eot, " " + answer + eot), (family, decoded)
         assert enc.labels[e - 1].item() == tok.convert_tokens_to_ids(eot)
         assert enc.labels[e - 2].item() != enc.labels[e - 1].item()  # one end-of-turn, not two
-    assert torch.equal(kept, enc.kinds == TokenKind.TRAINED)
+    assert torch.equal(kept, enc.kinds == TokenKind.ANSWER)
     # The end-of-turn appears in the INPUT exactly once per answer (never doubled).
     eot_id = tok.convert_tokens_to_ids(eot)
     assert int((enc.input_ids == eot_id).sum()) == len(answers) + _eot_in_prompt(family)

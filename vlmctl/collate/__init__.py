@@ -19,18 +19,18 @@ How labels are found (never by searching decoded text; the full rule is in docs/
   prefix through turn k -> where it ends);
 - `render.ChatRenderer.close_turns`: whitespace around the answer is trimmed; the first special token the
   template emits after it (inside or outside the markers) is the end-of-turn marker and is
-  TRAINED; the whitespace after that marker is not; only when the template emits no special
+  part of the answer (ANSWER); the whitespace after that marker is not; only when the template emits no special
   token there (llava-1.5) the tokenizer's eos is inserted after the answer;
 - the processor returns `offset_mapping` and `text_replacement_offsets` (where each media
   placeholder was expanded), so spans are shifted into the expanded text and every token is
   classified: MEDIA (inside an expansion, a negative id, or a media marker id such as
   <|vision_start|>, <fake_token_around_image>, <row_1_col_1>, <global-img>, <img>, </img>),
-  TRAINED (overlaps an assistant span), PROMPT (the rest), PAD (added by collate). A
+  ANSWER (overlaps an assistant span), PROMPT (the rest), PAD (added by collate). A
   processor without offsets (Phi3VProcessor) is called per row, and span boundaries are found
   exactly by processing the text up to each boundary.
 - PaliGemma (and processors without a chat template whose `__call__` takes `suffix=`):
   `processor(text=prefix, images=..., suffix=answer)`; `token_type_ids` mark the suffix so the
-  answer attends causally (prefix-LM), and the suffix + eos is TRAINED. The prefix is every
+  answer attends causally (prefix-LM), and the suffix + eos is the ANSWER. The prefix is every
   non-final turn's text joined with "\\n"; the suffix is the LAST assistant turn (PaliGemma is
   not a chat model).
 

@@ -80,7 +80,7 @@ class ProcessorEncoder:
         self,
         prepared: list[Prepared],
         out: dict,
-        narrow_trained: np.ndarray | None,
+        narrow_answer: np.ndarray | None,
     ) -> list[EncodedExample]:
         """The processor's output -> EncodedExamples (kinds, labels, per-row views)."""
         ids_np = _int_array(out.pop("input_ids"))
@@ -98,15 +98,15 @@ class ProcessorEncoder:
         group = MediaGroup(_media_tensors(media_raw), n)
         # Kinds and labels for the whole padded batch at once (numpy: no per-token Python).
         is_media = isin(ids_np, self.media_ids_np) | (ids_np < 0)  # < 0: Phi-3-vision's images
-        if narrow_trained is not None:
-            trained = narrow_trained
+        if narrow_answer is not None:
+            answer = narrow_answer
         elif self.prefix_suffix:
             tt = token_arrays.get("token_type_ids")
-            trained = tt == 1 if tt is not None else np.zeros_like(is_media)
+            answer = tt == 1 if tt is not None else np.zeros_like(is_media)
         else:
             offsets = _int_array(offsets_b)
-            trained = mark_offsets(is_media, offsets, repl_b, [p.spans for p in prepared])
-        kinds = kinds_np(is_media, trained)
+            answer = mark_offsets(is_media, offsets, repl_b, [p.spans for p in prepared])
+        kinds = kinds_np(is_media, answer)
         labels = labels_np(ids_np, kinds, self.cfg.label_masking)
         valid = np.arange(width)[None, :] < np.asarray(lengths, dtype=np.int64)[:, None]
         encoded = self._rows(prepared, group, lengths, ids_np, labels, kinds, token_arrays)
@@ -216,11 +216,11 @@ class ProcessorEncoder:
             c = int(diff[0]) if diff.size else m
             return min(c + 1, len(full)) if is_end else c
 
-        trained = np.zeros((1, len(full)), dtype=bool)
+        answer = np.zeros((1, len(full)), dtype=bool)
         for start, end in p.spans:
             a, b = boundary(start, False), boundary(end, True)
-            trained[0, a:b] = True
-        return self.encode_output([p], out, trained)
+            answer[0, a:b] = True
+        return self.encode_output([p], out, answer)
 
     def process(self, kwargs: dict, prepared: list[Prepared]):
         try:

@@ -16,16 +16,20 @@ ROW_INDEX_KEY = "__row_index__"
 
 
 class TokenKind(IntEnum):
-    """What each token is, for masking, preview colouring and validate statistics."""
+    """What each token is, for masking, preview colouring and validate statistics.
+
+    ANSWER: inside an assistant answer span (end-of-turn marker included). Whether a token is
+    trained is its LABEL's business (label_masking can keep prompt or media labels too).
+    """
 
     PAD = 0
     PROMPT = 1
     MEDIA = 2
-    TRAINED = 3
+    ANSWER = 3
 
 
 # Plain ints for numpy (an IntEnum member is a slow attribute lookup and a slow scalar).
-PROMPT, MEDIA, TRAINED = int(TokenKind.PROMPT), int(TokenKind.MEDIA), int(TokenKind.TRAINED)
+PROMPT, MEDIA, ANSWER = int(TokenKind.PROMPT), int(TokenKind.MEDIA), int(TokenKind.ANSWER)
 
 
 @dataclass

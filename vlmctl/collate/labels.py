@@ -1,5 +1,5 @@
 """Token kinds and labels for a whole padded processor output at once (numpy, no per-token
-Python): MEDIA inside a media expansion or on a media marker id, TRAINED overlapping an answer
+Python): MEDIA inside a media expansion or on a media marker id, ANSWER overlapping an answer
 span, PROMPT the rest; labels are the ids with the kinds `label_masking` masks ignored."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmctl.collate.encoded import MEDIA, PROMPT, TRAINED
+from vlmctl.collate.encoded import ANSWER, MEDIA, PROMPT
 
 
 def labels_np(ids: np.ndarray, kinds: np.ndarray, label_masking: Any) -> np.ndarray:
@@ -23,10 +23,10 @@ def labels_np(ids: np.ndarray, kinds: np.ndarray, label_masking: Any) -> np.ndar
     return labels
 
 
-def kinds_np(is_media: np.ndarray, trained: np.ndarray) -> np.ndarray:
+def kinds_np(is_media: np.ndarray, answer: np.ndarray) -> np.ndarray:
     """Per-token TokenKind codes: media wins over an answer span, the rest is prompt."""
     kinds = np.full(is_media.shape, PROMPT, dtype=np.uint8)
-    kinds[trained & ~is_media] = TRAINED
+    kinds[answer & ~is_media] = ANSWER
     kinds[is_media] = MEDIA
     return kinds
 
@@ -53,12 +53,12 @@ def mark_offsets(
         r, lo, hi = np.array(media_rows, dtype=np.int64).T
         hit = real[r] & (ts[r] >= lo[:, None]) & (te[r] <= hi[:, None])
         np.logical_or.at(is_media, r, hit)
-    trained = np.zeros_like(is_media)
+    answer = np.zeros_like(is_media)
     if span_rows:
         r, lo, hi = np.array(span_rows, dtype=np.int64).T
         hit = real[r] & (ts[r] < hi[:, None]) & (te[r] > lo[:, None])
-        np.logical_or.at(trained, r, hit)
-    return trained
+        np.logical_or.at(answer, r, hit)
+    return answer
 
 
 def isin(arr: np.ndarray, values: np.ndarray) -> np.ndarray:
