@@ -230,13 +230,17 @@ def padding(config: Path, bs: int, accum: int, seed: int = 0) -> dict:
     from vlmctl.collate import VLMCollator
     from vlmctl.config.load import load_config_set
     from vlmctl.data.dataset import load_splits
+    from vlmctl.data.messages import row_to_example
     from vlmctl.training.lengths import estimate_lengths
 
     cs = load_config_set(config)
     processor = AutoProcessor.from_pretrained(str(cs.resolve_path(cs.model.model_name_or_path)))
     data = load_splits(cs.collator, cs.dir)
     collator = VLMCollator(processor, cs.collator, data.media_dirs, model_type="qwen2_vl")
-    exact = [collator.encode_row(row, i).length for i, row in enumerate(data.train)]
+    exact = [
+        collator.encode_example(row_to_example(row, cs.collator, i)).length
+        for i, row in enumerate(data.train)
+    ]
     est = estimate_lengths(data.train, collator, cs.collator)
 
     def frac(order: list[int]) -> float:

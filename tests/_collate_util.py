@@ -91,3 +91,10 @@ def media_ids(tok) -> set[int]:
         if name in MEDIA_STRINGS or name.startswith("<row_"):
             out.add(idx)
     return out
+
+
+def encode_row(col, row, row_index=None):
+    """One raw row through the collator's real path (row_to_example + encode_example)."""
+    from vlmctl.data.messages import row_to_example
+
+    return col.encode_example(row_to_example(row, col.cfg, row_index))

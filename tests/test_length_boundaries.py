@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _collate_util import cfg, chat, processor
+from _collate_util import cfg, chat, encode_row, processor
 from _validate_util import make_generated_set
 
 from vlmctl.collate import VLMCollator
@@ -141,7 +141,7 @@ def _lengths(config) -> dict[int, int]:
     cs = load_config_set(config)
     loaded = load_splits(cs.collator, cs.dir)
     col = VLMCollator(processor(cs.model.model_name_or_path), cs.collator, loaded.media_dirs)
-    return {i: col.encode_row(row, i).length for i, row in iter_rows(loaded.train)}
+    return {i: encode_row(col, row, i).length for i, row in iter_rows(loaded.train)}
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def _encoded(config) -> dict[int, tuple[int, int, int]]:
     col = VLMCollator(processor(cs.model.model_name_or_path), cs.collator, loaded.media_dirs)
     out = {}
     for i, row in iter_rows(loaded.train):
-        enc = col.encode_row(row, i)
+        enc = encode_row(col, row, i)
         out[i] = (enc.length, enc.num_media_tokens, enc.num_supervised)
     return out
 
@@ -262,7 +262,7 @@ def _encodings(config) -> dict:
     cs = load_config_set(config)
     loaded = load_splits(cs.collator, cs.dir)
     col = VLMCollator(processor(cs.model.model_name_or_path), cs.collator, loaded.media_dirs)
-    return {i: col.encode_row(row, i) for i, row in iter_rows(loaded.train)}
+    return {i: encode_row(col, row, i) for i, row in iter_rows(loaded.train)}
 
 
 def _set_masking(config, mask_inputs: bool) -> None:

@@ -127,6 +127,7 @@ def test_clean_data_has_no_findings_and_exact_token_counts(clean, qwen):
         "with_warnings_only": 0, "num_proc": 1,
     }  # fmt: skip
     # The numbers are the collator's: encode every row the way train does and compare.
+    from _collate_util import encode_row
     from transformers import AutoProcessor
 
     from vlmctl.collate import VLMCollator
@@ -136,7 +137,7 @@ def test_clean_data_has_no_findings_and_exact_token_counts(clean, qwen):
     cs = load_config_set(clean)
     loaded = load_splits(cs.collator, cs.dir)
     collator = VLMCollator(AutoProcessor.from_pretrained(qwen), cs.collator, loaded.media_dirs)
-    encs = [collator.encode_row(row, i) for i, row in iter_rows(loaded.train)]
+    encs = [encode_row(collator, row, i) for i, row in iter_rows(loaded.train)]
     lengths = sorted(e.length for e in encs)
     assert data["supervised"]["tokens_per_epoch"] == sum(e.num_supervised for e in encs)
     assert data["supervised"]["estimated"] is False

@@ -131,13 +131,6 @@ class VLMCollator:
             )
         return self.collate_encoded(encoded)
 
-    def encode_row(self, row: Mapping[str, Any], row_index: int | None = None) -> EncodedExample:
-        """One raw row -> EncodedExample (row_to_example + encode_example)."""
-        from vlmctl.data.messages import row_to_example
-
-        example = row_to_example(row, self.cfg, row_index)
-        return self.encode_example(example)
-
     def encode_example(self, example: Example, *, truncate: bool = True) -> EncodedExample:
         """Render, process, classify tokens, mask and (when `truncate`) apply the length policy.
 
