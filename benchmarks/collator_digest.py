@@ -88,6 +88,13 @@ def _cfg(**sections):
     return CollatorConfig.model_validate(sections)
 
 
+def _encode_or_none(col, example) -> list:
+    try:
+        return col.encode_examples([example], truncate=False)
+    except Exception:  # noqa: BLE001 - the row the processor refuses is left out
+        return []
+
+
 def _family_lines(family: str, proc, model_type: str, video: bool, multi_image: bool) -> list:
     import torch
 
@@ -109,7 +116,9 @@ def _family_lines(family: str, proc, model_type: str, video: bool, multi_image: 
             encs = col.encode_examples(exs)
             kept = [e for e in encs if not e.drop_reason]
             out.append(f"{name} drops {[e.drop_reason for e in encs]}")
-            out.append(f"{name} lengths {[e.length for e in encs]} {[e.original_length for e in encs]}")
+            out.append(
+                f"{name} lengths {[e.length for e in encs]} {[e.original_length for e in encs]}"
+            )
             out.append(f"{name} supervised {[e.num_supervised for e in encs]}")
             out.append(f"{name} media_spans {[e.media_spans for e in encs]}")
             out.append(f"{name} kinds {[_digest(e.kinds) for e in encs]}")
@@ -126,20 +135,33 @@ def _family_lines(family: str, proc, model_type: str, video: bool, multi_image: 
 
     run("default", _cfg(), examples)
     run("mask_inputs", _cfg(label_masking={"mask_input_tokens": True}), examples)
-    run("keep_media", _cfg(label_masking={"mask_image_token": False, "mask_pad_token": False}), examples)
-    run("pad_max", _cfg(text_processing={"padding": "max_length", "max_length": 4096}), examples[:3])
+    run(
+        "keep_media",
+        _cfg(label_masking={"mask_image_token": False, "mask_pad_token": False}),
+        examples,
+    )
+    run(
+        "pad_max", _cfg(text_processing={"padding": "max_length", "max_length": 4096}), examples[:3]
+    )
     col = VLMCollator(proc, _cfg(), model_type=model_type)
-    full = col.encode_examples(examples, truncate=False)
-    lengths = sorted(e.length for e in full)
+    try:
+        full = col.encode_examples(examples, truncate=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. a kit template that drops videos
+        out.append(f"measure raised {type(exc).__name__}: {str(exc)[:200]}")
+        full = [e for k in examples for e in _encode_or_none(col, k)]
+    lengths = sorted(e.length for e in full) or [2]
     mid = lengths[len(lengths) // 2]
     for policy in ("drop", "truncate_text", "error"):
         for limit in (mid - 1, mid, mid + 1, lengths[0] - 1):
             tp = {"truncation": True, "max_length": max(limit, 1), "truncation_policy": policy}
             cfg = _cfg(text_processing=tp, label_masking={"mask_input_tokens": True})
-            out.append(f"fits/{policy}/{limit} {[VLMCollator(proc, cfg, model_type=model_type).fits(e) for e in full]}")
+            fits = [VLMCollator(proc, cfg, model_type=model_type).fits(e) for e in full]
+            out.append(f"fits/{policy}/{limit} {fits}")
             run(f"{policy}/{limit}", cfg, examples)
     try:
-        col = VLMCollator(proc, _cfg(label_masking={"mask_input_tokens": True}), model_type=model_type)
+        col = VLMCollator(
+            proc, _cfg(label_masking={"mask_input_tokens": True}), model_type=model_type
+        )
         out.extend(_lines("raw_call", col(raw_rows)))
     except Exception as exc:  # noqa: BLE001
         out.append(f"raw_call raised {type(exc).__name__}: {str(exc)[:200]}")
