@@ -40,12 +40,18 @@ class Target:
 TARGETS = (
     Target(
         "length-policy",
-        "vlmctl/collate.py",
+        "vlmctl/collate/*.py",  # the pure decision and the collator acting on it
         (
-            "vlmctl.collate.xǁVLMCollatorǁ_apply_length_policy__mutmut_*",
-            "vlmctl.collate.xǁVLMCollatorǁfits__mutmut_*",
+            "vlmctl.collate.length_policy.x_decide__mutmut_*",
+            "vlmctl.collate.length_policy.x_decide_for__mutmut_*",
+            "vlmctl.collate.collator.xǁVLMCollatorǁ_apply_length_policy__mutmut_*",
+            "vlmctl.collate.collator.xǁVLMCollatorǁfits__mutmut_*",
         ),
-        ("tests/test_length_boundaries.py", "tests/test_collate_truncation.py"),
+        (
+            "tests/test_length_policy.py",
+            "tests/test_length_boundaries.py",
+            "tests/test_collate_truncation.py",
+        ),
     ),
     Target(
         "validate-length",
@@ -58,16 +64,22 @@ TARGETS = (
     ),
     Target(
         "label-masking",
-        "vlmctl/collate.py",
-        ("vlmctl.collate.xǁVLMCollatorǁ_labels_np__mutmut_*",),
+        "vlmctl/collate/labels.py",
+        (
+            "vlmctl.collate.labels.x_labels_np__mutmut_*",
+            "vlmctl.collate.labels.x_kinds_np__mutmut_*",
+        ),
         ("tests/test_collate_masking.py",),
     ),
     Target(
         "template-spans",
-        "vlmctl/collate.py",
+        "vlmctl/collate/*.py",  # render.py (the spans) and labels.py (their shift by media)
         (
-            "vlmctl.collate.xǁVLMCollatorǁ_assistant_char_spans_many__mutmut_*",
-            "vlmctl.collate.x__expanded_spans__mutmut_*",
+            "vlmctl.collate.render.xǁChatRendererǁassistant_char_spans_many__mutmut_*",
+            "vlmctl.collate.render.xǁChatRendererǁ_marked_spans__mutmut_*",
+            "vlmctl.collate.render.xǁChatRendererǁ_prefix_renders__mutmut_*",
+            "vlmctl.collate.render.xǁChatRendererǁ_spans_from_prefixes__mutmut_*",
+            "vlmctl.collate.labels.x__expanded_spans__mutmut_*",
         ),
         ("tests/test_collate_masking.py", "tests/test_chat.py"),
     ),
