@@ -87,7 +87,10 @@ class DatasetColumns(BaseModel):
 
     def mapping(self) -> dict[str, str | None]:
         """All variables (seed keys and extras) -> column names."""
-        return {**self.model_dump(exclude=set(self.model_extra or {})), **(self.model_extra or {})}
+        # (every field is a plain `str | None`: no model_dump needed; row_to_example calls this
+        # for every row)
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return {**fields, **(self.model_extra or {})}
 
 
 class DataProcessing(Strict):
