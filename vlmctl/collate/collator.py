@@ -50,7 +50,7 @@ class VLMCollator:
         *,
         model_type: str | None = None,
     ):
-        self.processor = processor
+        self._processor = processor
         self.cfg = cfg
         self.media_dirs = [Path(d) for d in media_dirs]
         self.model_type = model_type
@@ -101,6 +101,22 @@ class VLMCollator:
             bos_token=self.bos_token,
             media_ids_np=np.array(sorted(self.media_token_ids), dtype=np.int64),
         )
+
+    @property
+    def processor(self) -> Any:
+        """The processor every call goes through."""
+        return self._processor
+
+    @processor.setter
+    def processor(self, value: Any) -> None:
+        # Swapped in by validate's size arithmetic (`models.media_tokens`): the parts that
+        # call the processor follow.
+        self._processor = self.encoder.processor = self.renderer.processor = value
+
+    @property
+    def _narrow(self) -> bool:
+        """Whether the processor takes one text per call and no offsets (Phi3VProcessor)."""
+        return self.encoder.narrow
 
     # ------------------------------------------------------------------ public API
 
@@ -253,7 +269,7 @@ class VLMCollator:
 
     def _prepare(self, example: Example) -> Prepared:
         """Decode one example's media (and build PaliGemma's prefix/suffix); no processor yet."""
-        images, videos, metas = load_media(example, self.cfg, self.media_dirs, self.stats)
+        images, videos, metas = self._load_media(example)
         if not self.prefix_suffix:
             return Prepared(example, "", [], images, videos, metas)
         if not images:
@@ -276,6 +292,11 @@ class VLMCollator:
         image_token = getattr(self.processor, "image_token", "<image>")
         text = image_token * len(images) + prefix
         return Prepared(example, text, [], images, videos, metas, suffix)
+
+    def _load_media(self, example: Example):
+        """(images, video frames, clips) of one example; validate's size arithmetic
+        (`models.media_tokens`) replaces it on its own collator."""
+        return load_media(example, self.cfg, self.media_dirs, self.stats)
 
     def _prepare_many(self, examples: Sequence[Example]) -> list[Prepared]:
         prepared = [self._prepare(ex) for ex in examples]
