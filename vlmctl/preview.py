@@ -89,37 +89,22 @@ def _token_kind(part: int, label: int, ignore: int) -> str:
 
 def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None = None) -> dict:
     """Encode and collate the chosen rows (default: the first batch) -> the JSON document."""
-    from vlmctl.checks.access import (
-        load_processor_for,
-        model_type_of,
-        private_datasets_cache,
-        quiet_transformers,
-    )
-    from vlmctl.collate import VLMCollator
-    from vlmctl.data.dataset import load_splits
     from vlmctl.data.messages import row_to_example
-    from vlmctl.models.resolve import resolve_model
+    from vlmctl.quiet import quiet_transformers
+    from vlmctl.runtime import (
+        build_collator,
+        load_data,
+        locate,
+        private_datasets_cache,
+        processor_or_error,
+    )
 
-    res = resolve_model(cs.model)
-    processor, problem = load_processor_for(cs, res)
-    if processor is None:
-        assert problem is not None
-        raise DataError(
-            Finding(
-                "error",
-                problem.message,
-                hint=problem.hint,
-                file=problem.file,
-                line=problem.line,
-                col=problem.col,
-                key=problem.key,
-                code=problem.code,
-            )
-        )
+    site = locate(cs)
+    res = site.resolution
+    processor = processor_or_error(cs, site)
     c = cs.collator
-    cfg = c.model_copy(update={"dataset": c.dataset.model_copy(update={"eval_size": None})})
     with private_datasets_cache():
-        data = load_splits(cfg, cs.dir)
+        data = load_data(cs, whole_file=True)
         ds = data.train
         n = len(ds)
         if rows is None:
@@ -134,12 +119,7 @@ def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None
             )
         raw = [ds[i] for i in rows]
     with quiet_transformers():
-        collator = VLMCollator(
-            processor,
-            c,
-            data.media_dirs,
-            model_type=model_type_of(cs.model_location(), cs.model.revision),
-        )
+        collator = build_collator(processor, c, data.media_dirs, site.model_type)
         # Exactly what the collator's __call__ does for a training batch, except that every
         # bad row is reported (validate's way), not only the first.
         examples, bad_rows = [], []

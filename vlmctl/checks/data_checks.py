@@ -34,19 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmctl.checks.access import (
-    load_data,
-    load_processor_for,
-    model_section,
-    model_type_of,
-    private_datasets_cache,
-    quiet_transformers,
-)
+from vlmctl.checks.access import load_data, model_section
 from vlmctl.checks.collect import Collector, Progress, describe
 from vlmctl.checks.columns import column_findings, conversation_findings
 from vlmctl.checks.row_pool import run_rows
 from vlmctl.checks.rows import RowState
 from vlmctl.errors import Finding, VlmctlError
+from vlmctl.quiet import quiet_transformers
+from vlmctl.runtime import private_datasets_cache
 
 HUB_DEFAULT_SAMPLE = 1000
 
@@ -93,7 +88,9 @@ def check_data(cs: Any, opts: DataCheckOptions | None = None) -> DataCheckResult
             summary["skipped"].append("columns and rows: the dataset could not be loaded")
         processor = None
         if res is not None:
-            processor, problem = load_processor_for(cs, res)
+            from vlmctl.runtime import locate, try_processor
+
+            processor, problem = try_processor(cs, locate(cs, res))
             if problem is not None:
                 findings.append(problem)
                 summary["skipped"].append("token lengths and masking: no processor")
@@ -109,16 +106,12 @@ def check_data(cs: Any, opts: DataCheckOptions | None = None) -> DataCheckResult
 
 def _build_collator(cs: Any, data: Any, processor: Any, result: DataCheckResult) -> Any | None:
     """The training collator over this processor, or None with the reason in the result."""
-    from vlmctl.collate import VLMCollator
+    from vlmctl.runtime import build_collator, model_type_of
 
     try:
+        model_type = model_type_of(cs.model_location(), cs.model.revision)
         with quiet_transformers():
-            return VLMCollator(
-                processor,
-                cs.collator,
-                data.media_dirs,
-                model_type=model_type_of(cs.model_location(), cs.model.revision),
-            )
+            return build_collator(processor, cs.collator, data.media_dirs, model_type)
     except VlmctlError as exc:
         result.findings.extend(exc.findings)
         result.summary["skipped"].append("token lengths and masking: the collator cannot be built")

@@ -142,20 +142,22 @@ def pick_device():
 
 def load(spec: ModelSpec, cs: Any, device: Any) -> LoadedModel:
     """Load the weights (adapter on its base for run folders), eval mode, on `device`."""
-    from transformers import AutoProcessor
-
+    from vlmctl import runtime
     from vlmctl.merge.loading import load_adapter_model, load_base
 
     if spec.kind == "adapter":
         model = load_adapter_model(spec.plan, load_base(spec.plan))
-        processor = AutoProcessor.from_pretrained(
-            str(spec.processor_dir), trust_remote_code=spec.plan.trust_remote_code
-        )
+        processor = runtime.processor_from_folder(spec.processor_dir, spec.plan.trust_remote_code)
+        model_type = runtime.model_type_of(spec.plan.base_dir)
     else:
-        from vlmctl.models.resolve import load_model, load_processor, resolve_model
+        from vlmctl.models.resolve import load_model, resolve_model
 
-        res = resolve_model(cs.model)
-        processor = load_processor(res, cs.model, spec.path)
+        site = runtime.ModelSite(
+            resolve_model(cs.model), str(spec.path), runtime.model_type_of(spec.path)
+        )
+        processor = runtime.load_processor(cs, site)
+        model_type = site.model_type
+        res = site.resolution
         # The config's class and dtype; never quantized, no device_map (placed below).
         cfg = cs.model.model_copy(update={"quantization": type(cs.model.quantization)()})
         try:
@@ -168,10 +170,6 @@ def load(spec: ModelSpec, cs: Any, device: Any) -> LoadedModel:
             ) from None
     model.eval()
     model.to(device)
-    cfg = getattr(model, "config", None)
-    model_type = getattr(cfg, "model_type", None)
-    if spec.kind == "adapter":
-        model_type = getattr(model.get_base_model().config, "model_type", None)
     return LoadedModel(spec, model, processor, model_type)
 
 

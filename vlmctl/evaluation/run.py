@@ -120,13 +120,11 @@ def run_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> dict | No
     mine = gen.shard(data.rows, rank, world)
     answers: dict[str, list[dict]] = {}
     timings: dict[str, float] = {}
-    from vlmctl.collate import VLMCollator
+    from vlmctl.runtime import build_collator
 
     for spec in specs:
         loaded = gen.load(spec, cs, device)
-        collator = VLMCollator(
-            loaded.processor, cs.collator, data.media_dirs, model_type=loaded.model_type
-        )
+        collator = build_collator(loaded.processor, cs.collator, data.media_dirs, loaded.model_type)
         t0 = time.monotonic()
         with _progress(main and opts.progress, f"{spec.name}", len(mine)) as advance:
             got = gen.generate_rows(
@@ -248,14 +246,9 @@ def _write(path: Path, text: str) -> None:
 def _quiet() -> None:
     if debug_enabled():
         return
-    import warnings
+    from vlmctl.quiet import quiet_process
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    quiet_process(warnings=(FutureWarning, (UserWarning, "", "transformers")))
 
 
 def _free() -> None:

@@ -71,17 +71,6 @@ def load_adapter_model(plan: MergePlan, base_model):
     return model.eval()
 
 
-def load_processor(folder: Path, trust: bool):
-    """The folder's processor (vlmctl's adapter for InternVL2, which ships none)."""
-    from transformers import AutoProcessor
-
-    from vlmctl.models.internvl_chat import wrap_processor
-
-    return wrap_processor(
-        AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust), folder
-    )
-
-
 def reload_merged(plan: MergePlan, folder: Path):
     """The written merged folder, loaded like the base (to verify it)."""
     return _load(plan, folder).eval()

@@ -141,7 +141,7 @@ def locate_base(base: str, revision: str | None) -> Path:
                 hint="pass --base with the model folder or hub id the adapter was trained on",
             )
         )
-    from vlmctl.data.hub import env_offline
+    from vlmctl.runtime import offline as env_offline
 
     offline = env_offline()
     try:

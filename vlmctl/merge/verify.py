@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmctl.errors import Finding, VlmctlError
-from vlmctl.merge.plan import MergePlan, read_json
+from vlmctl.merge.plan import MergePlan
 
 # Probe questions and colours for generated verify inputs.
 _PROBES = (
@@ -55,9 +55,9 @@ def training_probes(plan: MergePlan, processor, n: int) -> list[dict]:
     manifest = plan.manifest
     if manifest is None or not manifest.config("collator"):
         raise LookupError("manifest has no collator config")
-    from vlmctl.collate import VLMCollator
     from vlmctl.config.collator import CollatorConfig
     from vlmctl.data.dataset import load_splits
+    from vlmctl.runtime import build_collator, model_type_of
 
     cfg = CollatorConfig.model_validate(manifest.config("collator"))
     config_dir = Path(manifest.config_dir or (plan.run_dir / "configs"))
@@ -66,8 +66,8 @@ def training_probes(plan: MergePlan, processor, n: int) -> list[dict]:
     if not rows:
         raise LookupError("training set is empty")
     # The run's family (the worker records it); a manifest from before it did: the base's.
-    model_type = manifest.model_type or read_json(plan.base_dir / "config.json").get("model_type")
-    collator = VLMCollator(processor, cfg, data.media_dirs, model_type=model_type)
+    model_type = manifest.model_type or model_type_of(plan.base_dir)
+    collator = build_collator(processor, cfg, data.media_dirs, model_type)
     probes = []
     for row in rows:
         batch = dict(collator([row]))

@@ -163,15 +163,12 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     prof.mark("worker: config set loaded")
 
     import torch
-    import transformers
+    import transformers  # noqa: F401 - imported (and timed) with torch, before the rest
 
     if not debug_enabled():
-        import warnings
+        from vlmctl.quiet import quiet_process
 
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        quiet_process(warnings=(FutureWarning, DeprecationWarning))
     cuda = torch.cuda.is_available()
     from vlmctl.training.model_prep import choose_precision
 
@@ -196,9 +193,8 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
 
     from trl import SFTConfig
 
-    from vlmctl.collate import VLMCollator
-    from vlmctl.data.dataset import load_splits
-    from vlmctl.models.resolve import load_model, load_processor, resolve_model
+    from vlmctl import runtime
+    from vlmctl.models.resolve import load_model
     from vlmctl.training import manifest as mf
     from vlmctl.training.callbacks import GracefulStop, StepLog, WandbConfig
     from vlmctl.training.lengths import trainer_data
@@ -213,9 +209,9 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     assert isinstance(stop, GracefulStop)
     prof.mark("worker: import trl, vlmctl training modules")
     prof.wait_at_gate()  # started early: `vlmctl train` may still be checking the run
-    model_path = cs.model_location()
-    res = resolve_model(cs.model)
-    processor = load_processor(res, cs.model, model_path)
+    site = runtime.locate(cs)
+    res, model_path = site.resolution, site.path
+    processor = runtime.load_processor(cs, site)
     prof.mark("worker: processor loaded")
     quantized = cs.model.quantization.enabled
     device_map, note = device_map_for(
@@ -231,14 +227,10 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
     from vlmctl.collate import ROW_INDEX_KEY
 
     # Each row carries its file index: a bad row found mid-run is named like validate does.
-    data = load_splits(cs.collator, cs.dir, seed=cs.train.seed, row_index_column=ROW_INDEX_KEY)
+    data = runtime.load_data(cs, seed=cs.train.seed, row_index_column=ROW_INDEX_KEY)
     say(f"data: {data.description}")
-    collator = VLMCollator(
-        processor,
-        cs.collator,
-        data.media_dirs,
-        model_type=getattr(model.config, "model_type", None),
-    )
+    model_type = site.model_type or getattr(model.config, "model_type", None)
+    collator = runtime.build_collator(processor, cs.collator, data.media_dirs, model_type)
     train_ds, eval_ds = data.train, data.eval
     prof.mark("worker: dataset loaded, collator built")
     fed_collator, fed_train, fed_eval, group = trainer_data(
@@ -307,7 +299,7 @@ def run(args: argparse.Namespace, stop: Any, status: Status) -> int:
         "revision": cs.model.revision,
         # The concrete class loaded (merge reloads the base with it), not "AutoModel...".
         "model_class": model_class,
-        "model_type": getattr(model.config, "model_type", None),
+        "model_type": model_type,
         "processor_class": type(processor).__name__,
         "resolution": res.reason,
         "peft": peft_cfg is not None,
@@ -398,7 +390,7 @@ def _generation_eval(cs, eval_ds, kwargs, collator, data, output_dir, model) -> 
             cs.train.generation_eval,
             output_dir,
             data.media_dirs,
-            getattr(model.config, "model_type", None),
+            collator.model_type,
             say=say,
         )
     ]
