@@ -109,7 +109,7 @@ def _untimed(doc):
 
 
 def validate_pass(config: Path, num_proc: int, pixels: bool = False) -> tuple[float, int, dict]:
-    from vlmctl.checks.data_checks import DataCheckOptions, check_data
+    from vlmctl.validation.data_checks import DataCheckOptions, check_data
     from vlmctl.config.load import load_config_set
     from vlmctl.models.media_tokens import PIXEL_ENV
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vlmctl.training.manifest import MANIFEST, RunManifest, read_manifest, write_manifest
+from vlmctl.run_folder.manifest import MANIFEST, RunManifest, read_manifest, write_manifest
 
 
 def test_written_and_read_through_the_same_type(tmp_path):

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests._config_util import write_set
+from vlmctl import credentials
 from vlmctl.config.load import load_config_set
-from vlmctl.training import manifest as mf
-from vlmctl.training.run import TrainRequest, plan_run
+from vlmctl.run_folder import manifest as mf
+from vlmctl.training.parent import TrainRequest, plan_run
 
 REPO = Path(__file__).resolve().parent.parent
 PLANTED_HUB = "hf_PlantedHubTokenAAAAAAAAAAAAAAAAAAAA"
@@ -39,7 +40,7 @@ def test_filter_keeps_settings_whose_names_contain_token_or_key():
         "conversation": {"role_key": "from", "content_key": "value", "image_tag": "<image>"},
         "train": {"include_num_input_tokens_seen": "all", "max_tokens": 3, "key_column": "k"},
     }
-    assert mf.strip_secrets(data) == data
+    assert credentials.strip_secrets(data) == data
 
 
 def test_filter_drops_credentials_by_name_and_by_value_also_inside_lists():
@@ -50,13 +51,13 @@ def test_filter_drops_credentials_by_name_and_by_value_also_inside_lists():
         "lists": [{"token": "t", "keep": 1}, f"{PLANTED_HUB}", "plain", {"note": PLANTED_PROC}],
         "run_name": f"run-{PLANTED_HUB}",
     }
-    clean = mf.strip_secrets(data)
+    clean = credentials.strip_secrets(data)
     assert clean["train"] == {"learning_rate": 1e-4}
     assert clean["model"]["processor_params"] == {"use_fast": True}
     assert clean["env"] == {}
     assert clean["lists"] == [{"keep": 1}, "plain", {}]
     assert "run_name" not in clean
-    assert mf.strip_secret_overrides(
+    assert credentials.strip_secret_overrides(
         ["train.hub_token=abc", "peft.r=8", f"model.processor_params.x={PLANTED_PROC}",
          "collator.label_masking.mask_pad_token=false"]
     ) == ["peft.r=8", "collator.label_masking.mask_pad_token=false"]  # fmt: skip
@@ -206,7 +207,7 @@ def test_saved_config_set_keeps_the_model_classes_entry_of_a_relative_model(tmp_
     model through that entry, to the same classes, and trains the same settings."""
     from vlmctl.models.resolve import resolve_model
     from vlmctl.training.model_prep import choose_precision
-    from vlmctl.training.worker import sft_kwargs
+    from vlmctl.training.worker_steps import sft_kwargs
 
     (tmp_path / "models" / "tiny").mkdir(parents=True)
     (tmp_path / "models" / "tiny" / "config.json").write_text(
@@ -273,7 +274,7 @@ def test_credentials_reach_the_worker_through_a_private_file_not_argv(tmp_path, 
 def test_hub_token_goes_to_the_environment_not_to_training_args(tmp_path):
     from types import SimpleNamespace
 
-    from vlmctl.training.worker import sft_kwargs
+    from vlmctl.training.worker_steps import sft_kwargs
 
     cfg = _relative_set(tmp_path)
     cs = load_config_set(cfg, [f"train.hub_token={PLANTED_HUB}"])

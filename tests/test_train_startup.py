@@ -15,8 +15,8 @@ import pytest
 from vlmctl.errors import DataError
 from vlmctl.training import launch as ln
 from vlmctl.training import startup_profile as prof
-from vlmctl.training.run import TrainRequest, plan_run
-from vlmctl.training.run import train as run_train
+from vlmctl.training.parent import TrainRequest, plan_run
+from vlmctl.training.parent import train as run_train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -164,14 +164,6 @@ def _vlmctl(*args: str, env: dict | None = None, log: Callable[[str], None]) -> 
     return subprocess.call(cmd, env=env, stdout=sys.stderr)
 
 
-def _launch_to_stderr(argv: list[str], env: dict) -> int:
-    """`vlmctl train`'s own launcher, with the workers' stdout sent to stderr."""
-    from vlmctl.training.launch import subprocess_launcher
-
-    status = Path(argv[argv.index("--status-dir") + 1])
-    return subprocess_launcher(argv, env, status, stdout=sys.stderr)
-
-
 def score(
     config_dir: Path,
     model_dir: Path,
@@ -239,16 +231,15 @@ def _step(steps: dict[str, str], name: str, code: int) -> None:
         raise VlmctlError(Finding("error", f"{name} failed (exit {code})"))
 
 
-def _train(config_dir: Path, opts: DemoOptions, log: Callable[[str], None]) -> int:
-    """`vlmctl train` in-process, its workers' output on stderr; the exit code."""
-    from vlmctl.training.run import TrainRequest
-    from vlmctl.training.run import train as run_train
+def _train(config_dir: Path, opts: DemoOptions, env: dict, log: Callable[[str], None]) -> int:
+    """`vlmctl train` as a user runs it (its workers' output on stderr too); the exit code.
 
-    log(f"$ vlmctl train {config_dir}")
-    return run_train(
-        TrainRequest(config_dir=config_dir, overrides=list(opts.extra_overrides)),
-        launcher=_launch_to_stderr,
-    )
+    A subprocess like every other step: the demo drives the verbs through the CLI and imports
+    none of them."""
+    args = ["train", str(config_dir)]
+    for override in opts.extra_overrides:
+        args += ["--set", override]
+    return _vlmctl(*args, env=env, log=log)
 
 
 def _merge(run_dir: Path, config_dir: Path, env: dict, log: Callable[[str], None]) -> Path:
@@ -307,11 +298,11 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     code = _vlmctl("preview", str(config_dir), "--batch-size", "2", env=env, log=log)
     _step(steps, "preview", code)
     t_train = time.monotonic()
-    code = _train(config_dir, opts, log)
+    code = _train(config_dir, opts, env, log)
     train_seconds = time.monotonic() - t_train
     _step(steps, "train", code)
     run_dir = out / "run"
-    from vlmctl.training.manifest import MANIFEST, read_manifest
+    from vlmctl.run_folder.manifest import MANIFEST, read_manifest
 
     manifest = read_manifest(run_dir / MANIFEST)
 

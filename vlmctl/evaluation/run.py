@@ -98,6 +98,7 @@ def run_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> dict | No
     """Evaluate every model on the same rows and write the outputs; the report (rank 0 only)."""
     from vlmctl.config.load import load_config_set
     from vlmctl.evaluation import generate as gen
+    from vlmctl.generation import generate_rows
 
     if not opts.models:
         raise VlmctlError(Finding("error", "no --model given", hint="pass --model FOLDER"))
@@ -127,7 +128,7 @@ def run_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> dict | No
         collator = build_collator(loaded.processor, cs.collator, data.media_dirs, loaded.model_type)
         t0 = time.monotonic()
         with _progress(main and opts.progress, f"{spec.name}", len(mine)) as advance:
-            got = gen.generate_rows(
+            got = generate_rows(
                 loaded,
                 collator,
                 mine,
@@ -147,7 +148,7 @@ def run_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> dict | No
 
 def write_outputs(opts, cs, specs, data: EvalData, answers, timings, world: int) -> dict:
     """Score, then write eval-report.json, predictions.jsonl and report.html into `opts.out`."""
-    from vlmctl.evaluation import metrics as M
+    from vlmctl import metrics as M
     from vlmctl.evaluation.report_html import render
 
     first = answers[specs[0].name]

@@ -13,7 +13,6 @@ from typing import Any
 from vlmctl.errors import Finding
 from vlmctl.merge import output
 from vlmctl.merge.keymap import has_safetensors, match_adapter
-from vlmctl.merge.loading import load_adapter_model, load_base, reload_merged
 from vlmctl.merge.lora import StreamingUnsupported
 from vlmctl.merge.output import REPORT_NAME, atomic_folder
 from vlmctl.merge.plan import MergeOptions, MergePlan, plan_merge
@@ -29,6 +28,7 @@ from vlmctl.merge.verify import (
     probe_logits,
     verify_failure,
 )
+from vlmctl.run_folder.loading import load_adapter_model, load_base, reload_merged
 from vlmctl.runtime import processor_from_folder
 
 

@@ -53,13 +53,12 @@ def generated_probes(processor, n: int) -> list[dict]:
 def training_probes(plan: MergePlan, processor, n: int) -> list[dict]:
     """The first rows of the training set, through the training collator (same rendering)."""
     manifest = plan.manifest
-    if manifest is None or not manifest.config("collator"):
+    cfg = manifest.collator_config() if manifest is not None else None
+    if cfg is None:
         raise LookupError("manifest has no collator config")
-    from vlmctl.config.collator import CollatorConfig
     from vlmctl.data.dataset import load_splits
     from vlmctl.runtime import build_collator, model_type_of
 
-    cfg = CollatorConfig.model_validate(manifest.config("collator"))
     config_dir = Path(manifest.config_dir or (plan.run_dir / "configs"))
     data = load_splits(cfg, config_dir)
     rows = [data.train[i] for i in range(min(n, len(data.train)))]

@@ -1,8 +1,8 @@
 """`vlmctl train`'s checks before a worker may run: a dataset and a model to train, remote
 code only when trusted, every row's media readable.
 
-Why apart from run.py: these are the cheap checks that make a run that cannot start cost
-seconds, not a worker's start-up; `run.train` calls them while the worker (started early)
+Why apart from parent.py: these are the cheap checks that make a run that cannot start cost
+seconds, not a worker's start-up; `parent.train` calls them while the worker (started early)
 imports its libraries. No heavy imports at module level.
 """
 
@@ -106,7 +106,7 @@ def preflight(cs) -> None:
     """What `validate` can find cheaply, checked before a worker starts (and before any
     folder is made): remote code without trust, and every row's media (reusing validate's
     row checks without the processor). Raises with every problem, each with its row."""
-    from vlmctl.checks.data_checks import check_media
+    from vlmctl.checks.media_pass import check_media
     from vlmctl.errors import ConfigError, DataError
 
     remote = _remote_code_finding(cs)
