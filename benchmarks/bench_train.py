@@ -111,7 +111,7 @@ TRL_SCRIPT = textwrap.dedent(
 
 def make_data(folder: Path, n: int, seed: int = 0) -> list[dict]:
     """Colour images with questions of varied length (so padding matters)."""
-    from vlmctl.demo import write_color_dataset
+    from vlmctl.demo.colors import write_color_dataset
 
     rows = write_color_dataset(folder, n, 0, seed=seed)["train"]
     rng = random.Random(seed)
@@ -282,7 +282,7 @@ def main() -> None:
     args = ap.parse_args()
     _popen_wait4()
 
-    from vlmctl.demo import DemoOptions, write_config_set
+    from vlmctl.demo.colors import DemoOptions, write_config_set
     from vlmctl.testing.tiny import build_tiny_model
 
     out = args.out.resolve()

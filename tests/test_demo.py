@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vlmctl.config.load import load_config_set
-from vlmctl.demo import COLORS, QUESTION, DemoOptions, write_color_dataset, write_config_set
+from vlmctl.demo.colors import COLORS, QUESTION, DemoOptions, write_color_dataset, write_config_set
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_demo_end_to_end(demo_run):
 
 def _fake_verbs(monkeypatch, codes: dict[str, int]) -> list[str]:
     """The demo's subprocess verbs replaced: each returns codes[verb] (train writes a run)."""
-    from vlmctl import demo
+    from vlmctl.demo import pipeline as demo
 
     called: list[str] = []
 
@@ -95,7 +95,7 @@ def _fake_verbs(monkeypatch, codes: dict[str, int]) -> list[str]:
 def test_a_failed_step_fails_the_demo_clearly(tmp_path, monkeypatch, verb, code):
     """A failed preview is not "not available yet", and a failed merge is not papered over by
     scoring the adapter: the demo stops with one line naming the step."""
-    from vlmctl.demo import run_demo
+    from vlmctl.demo.pipeline import run_demo
     from vlmctl.errors import VlmctlError
 
     called = _fake_verbs(monkeypatch, {verb: code})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmctl.demo import COLORS, DemoOptions, write_color_dataset, write_config_set
+from vlmctl.demo.colors import COLORS, DemoOptions, write_color_dataset, write_config_set
 
 REPO = Path(__file__).resolve().parent.parent
 

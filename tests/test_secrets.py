@@ -131,7 +131,7 @@ def test_a_secret_override_is_known_by_any_key_part_or_by_its_value():
 
 def _relative_set(tmp_path: Path) -> Path:
     """A config set with relative data/model paths and keys named like credentials."""
-    from vlmctl.demo import write_color_dataset
+    from vlmctl.demo.colors import write_color_dataset
 
     write_color_dataset(tmp_path / "data", 8, 0, seed=1)
     cfg = write_set(
@@ -304,7 +304,7 @@ def _scan_cmdlines(stop: threading.Event, seen: list[str]) -> None:
 def test_planted_credentials_leave_no_trace_in_a_finished_run(tmp_path):
     """Every file of the run (checkpoints, training_args.bin, wandb), stdout/stderr, and the
     command lines of every vlmctl process while it ran: no planted credential anywhere."""
-    from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+    from vlmctl.demo.colors import DemoOptions, write_color_dataset, write_config_set
     from vlmctl.testing.tiny import build_tiny_model
 
     model = build_tiny_model("qwen2_vl", tmp_path / "tiny")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from vlmctl import credentials
-from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+from vlmctl.demo.colors import DemoOptions, write_color_dataset, write_config_set
 from vlmctl.errors import ConfigError, UsageError, VlmctlError
 from vlmctl.training.parent import TrainRequest, latest_checkpoint, plan_run
 from vlmctl.training.parent import train as run_train

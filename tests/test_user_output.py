@@ -193,7 +193,7 @@ def test_wandb_offline_url_warning_is_dropped(capfd, monkeypatch):
 def test_train_worker_and_merge_install_the_filters():
     import inspect
 
-    from vlmctl import demo
+    from vlmctl.demo import pipeline as demo
     from vlmctl.merge import run as merge_run
     from vlmctl.training import worker_steps
 
