@@ -63,7 +63,9 @@ def load_rows(cs: Any, data: Path | None, limit: int | None) -> EvalData:
         split, source = loaded.train, f"--data {path}"
         what = f"{path} (given with --data)"
     else:
-        loaded = load_splits(cs.collator, cs.dir, seed=cs.train.seed)
+        from vlmctl.runtime import load_data
+
+        loaded = load_data(cs, seed=cs.train.seed)  # the splits train used, eval held out
         if loaded.eval is None:
             raise VlmctlError(
                 Finding(
