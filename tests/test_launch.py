@@ -133,7 +133,7 @@ def test_gpu_count_respects_cuda_visible_devices(monkeypatch):
     assert ln.detect_gpu_count() == 0
 
 
-def test_run_launch_returns_worker_exit_code_over_launcher_code(tmp_path):
+def test_launch_and_wait_returns_worker_exit_code_over_launcher_code(tmp_path):
     """accelerate turns every failure into 1; the worker's exit.json carries the real code."""
     seen = {}
 
@@ -146,7 +146,7 @@ def test_run_launch_returns_worker_exit_code_over_launcher_code(tmp_path):
     assert code == 143 and seen["argv"] == ["x"]
 
 
-def test_run_launch_falls_back_to_launcher_code(tmp_path):
+def test_launch_and_wait_falls_back_to_launcher_code(tmp_path):
     assert ln.launch_and_wait(["x"], {}, tmp_path, launcher=lambda a, e: 7) == 7
 
 

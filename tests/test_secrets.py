@@ -76,7 +76,7 @@ def test_a_secret_key_is_known_by_its_whole_name_in_any_spelling():
         "my-private-key",
         "x_hf_token",
     ):
-        assert mf.is_secret_key(name), name
+        assert credentials.is_secret_key(name), name
     for name in (
         "mask_pad_token",
         "tokenizer",
@@ -89,17 +89,19 @@ def test_a_secret_key_is_known_by_its_whole_name_in_any_spelling():
         "secretary",
         "token_id",
     ):
-        assert not mf.is_secret_key(name), name
+        assert not credentials.is_secret_key(name), name
 
 
 def test_a_secret_value_is_known_by_its_shape_anywhere_in_a_string_only():
-    assert mf.is_secret_value(PLANTED_HUB)
-    assert mf.is_secret_value(f"see {PLANTED_HUB} here")
-    assert mf.is_secret_value("sk-" + "a" * 24)
-    assert not mf.is_secret_value("hf_short")  # too short to be a token
-    assert not mf.is_secret_value("x" + PLANTED_HUB)  # part of a longer word
-    assert not mf.is_secret_value(None) and not mf.is_secret_value(12345)
-    assert not mf.is_secret_value([PLANTED_HUB])  # a list is filtered item by item, not here
+    assert credentials.is_secret_value(PLANTED_HUB)
+    assert credentials.is_secret_value(f"see {PLANTED_HUB} here")
+    assert credentials.is_secret_value("sk-" + "a" * 24)
+    assert not credentials.is_secret_value("hf_short")  # too short to be a token
+    assert not credentials.is_secret_value("x" + PLANTED_HUB)  # part of a longer word
+    assert not credentials.is_secret_value(None) and not credentials.is_secret_value(12345)
+    assert not credentials.is_secret_value(
+        [PLANTED_HUB]
+    )  # a list is filtered item by item, not here
 
 
 def test_filter_recurses_through_tuples_and_nested_lists_and_keeps_order():
@@ -108,23 +110,27 @@ def test_filter_recurses_through_tuples_and_nested_lists_and_keeps_order():
         "hf_token": {"nested": "dropped with its key"},
         "z": [[], {}, None, 0, False],
     }
-    assert mf.strip_secrets(data) == {
+    assert credentials.strip_secrets(data) == {
         "a": [{"b": [{"k": [1, 2]}]}, "keep", 3],
         "z": [[], {}, None, 0, False],
     }
-    assert list(mf.strip_secrets({"y": 1, "x": 2, "token": 3, "w": 4})) == ["y", "x", "w"]
-    assert mf.strip_secrets(PLANTED_HUB) is None  # a bare token-shaped value: nothing is left
-    assert mf.strip_secrets("plain") == "plain" and mf.strip_secrets(3) == 3
+    assert list(credentials.strip_secrets({"y": 1, "x": 2, "token": 3, "w": 4})) == ["y", "x", "w"]
+    assert (
+        credentials.strip_secrets(PLANTED_HUB) is None
+    )  # a bare token-shaped value: nothing is left
+    assert credentials.strip_secrets("plain") == "plain" and credentials.strip_secrets(3) == 3
 
 
 def test_a_secret_override_is_known_by_any_key_part_or_by_its_value():
-    assert mf.is_secret_override("train.hub_token=abc")
-    assert mf.is_secret_override("model.processor_params.token=abc")
-    assert mf.is_secret_override("hub_token")  # no `=`: still names a credential
-    assert mf.is_secret_override(f"train.run_name=run-{PLANTED_HUB}")
-    assert not mf.is_secret_override("collator.label_masking.mask_pad_token=false")
-    assert not mf.is_secret_override("train.run_name=hub_token")  # the value is only a word
-    assert mf.strip_secret_overrides(
+    assert credentials.is_secret_override("train.hub_token=abc")
+    assert credentials.is_secret_override("model.processor_params.token=abc")
+    assert credentials.is_secret_override("hub_token")  # no `=`: still names a credential
+    assert credentials.is_secret_override(f"train.run_name=run-{PLANTED_HUB}")
+    assert not credentials.is_secret_override("collator.label_masking.mask_pad_token=false")
+    assert not credentials.is_secret_override(
+        "train.run_name=hub_token"
+    )  # the value is only a word
+    assert credentials.strip_secret_overrides(
         ["peft.r=8", "train.hub_token=abc", "train.max_steps=3", f"x={PLANTED_PROC}"]
     ) == ["peft.r=8", "train.max_steps=3"]
 
