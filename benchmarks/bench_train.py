@@ -111,7 +111,7 @@ TRL_SCRIPT = textwrap.dedent(
 
 def make_data(folder: Path, n: int, seed: int = 0) -> list[dict]:
     """Colour images with questions of varied length (so padding matters)."""
-    from vlmctl.demo import write_color_dataset
+    from vlmctl.demo.colors import write_color_dataset
 
     rows = write_color_dataset(folder, n, 0, seed=seed)["train"]
     rng = random.Random(seed)
@@ -224,19 +224,18 @@ def run_trl(model: Path, data: Path, out: Path, steps: int, bs: int, targets: st
 def padding(config: Path, bs: int, accum: int, seed: int = 0) -> dict:
     """Padded-token fraction over one epoch: LengthGroupedSampler(estimates) vs random order."""
     import torch
-    from transformers import AutoProcessor
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from vlmctl.collate import VLMCollator
+    from vlmctl import runtime
     from vlmctl.config.load import load_config_set
-    from vlmctl.data.dataset import load_splits
     from vlmctl.data.messages import row_to_example
     from vlmctl.training.lengths import estimate_lengths
 
     cs = load_config_set(config)
-    processor = AutoProcessor.from_pretrained(str(cs.resolve_path(cs.model.model_name_or_path)))
-    data = load_splits(cs.collator, cs.dir)
-    collator = VLMCollator(processor, cs.collator, data.media_dirs, model_type="qwen2_vl")
+    site = runtime.locate(cs)  # the runtime assembly, as the training worker builds it
+    processor = runtime.load_processor(cs, site)
+    data = runtime.load_data(cs)
+    collator = runtime.build_collator(processor, cs.collator, data.media_dirs, site.model_type)
     exact = [
         collator.encode_example(row_to_example(row, cs.collator, i)).length
         for i, row in enumerate(data.train)
@@ -287,7 +286,7 @@ def main() -> None:
     args = ap.parse_args()
     _popen_wait4()
 
-    from vlmctl.demo import DemoOptions, write_config_set
+    from vlmctl.demo.colors import DemoOptions, write_config_set
     from vlmctl.testing.tiny import build_tiny_model
 
     out = args.out.resolve()

@@ -109,9 +109,9 @@ def _untimed(doc):
 
 
 def validate_pass(config: Path, num_proc: int, pixels: bool = False) -> tuple[float, int, dict]:
-    from vlmctl.checks.data_checks import DataCheckOptions, check_data
     from vlmctl.config.load import load_config_set
     from vlmctl.models.media_tokens import PIXEL_ENV
+    from vlmctl.validation.data_checks import DataCheckOptions, check_data
 
     cs = load_config_set(config)
     os.environ[PIXEL_ENV] = "1" if pixels else "0"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from vlmctl.demo import DemoOptions, run_demo
+from vlmctl.demo.colors import DemoOptions
+from vlmctl.demo.pipeline import run_demo
 
 assert torch.cuda.is_available(), "no CUDA GPU visible"
 out = Path(sys.argv[1])

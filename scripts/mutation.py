@@ -116,10 +116,11 @@ TARGETS = (
     ),
     Target(
         "manifest-secrets",
-        "vlmctl/training/manifest.py",
-        # The secret filter and the two places that apply it (configs/ and vlmctl-run.json).
+        # The credential filter (issue #14 moved it out of training/manifest.py into
+        # vlmctl/credentials.py); the two places that apply it are the next target.
+        "vlmctl/credentials.py",
         tuple(
-            f"vlmctl.training.manifest.x_{f}__mutmut_*"
+            f"vlmctl.credentials.x_{f}__mutmut_*"
             for f in (
                 "is_secret_key",
                 "is_secret_value",
@@ -127,8 +128,6 @@ TARGETS = (
                 "strip_secrets",
                 "is_secret_override",
                 "strip_secret_overrides",
-                "resolved_configs",
-                "write_manifest",
             )
         ),
         (
@@ -140,11 +139,27 @@ TARGETS = (
         ),
     ),
     Target(
-        "resume-checkpoint",
-        "vlmctl/training/run.py",
+        "manifest-write",
+        # configs/ and vlmctl-run.json, written through the filter (vlmctl/run_folder/).
+        "vlmctl/run_folder/manifest.py",
+        tuple(
+            f"vlmctl.run_folder.manifest.x_{f}__mutmut_*"
+            for f in ("resolved_configs", "write_manifest")
+        ),
         (
-            "vlmctl.training.run.x_*checkpoint*__mutmut_*",
-            "vlmctl.training.run.x_*resume*__mutmut_*",
+            "tests/test_secrets.py",
+            "tests/test_manifest.py",
+            "tests/test_train.py::test_secrets_never_reach_the_manifest",
+            "-k",
+            "not planted",
+        ),
+    ),
+    Target(
+        "resume-checkpoint",
+        "vlmctl/training/parent.py",
+        (
+            "vlmctl.training.parent.x_*checkpoint*__mutmut_*",
+            "vlmctl.training.parent.x_*resume*__mutmut_*",
         ),
         # The SIGTERM-then-resume runs (real training, minutes) stay in the default run.
         (

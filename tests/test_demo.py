@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vlmctl.config.load import load_config_set
-from vlmctl.demo import COLORS, QUESTION, DemoOptions, write_color_dataset, write_config_set
+from vlmctl.demo.colors import COLORS, QUESTION, DemoOptions, write_color_dataset, write_config_set
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,38 +67,35 @@ def test_demo_end_to_end(demo_run):
 
 
 def _fake_verbs(monkeypatch, codes: dict[str, int]) -> list[str]:
-    """The demo's subprocess verbs and its train call replaced: each returns codes[verb]."""
-    from vlmctl import demo
-    from vlmctl.training import run as train_run
+    """The demo's subprocess verbs replaced: each returns codes[verb] (train writes a run)."""
+    from vlmctl.demo import pipeline as demo
 
     called: list[str] = []
 
     def fake_vlmctl(verb, *args, env=None, log):
         called.append(verb)
+        if verb == "train":
+            run = Path(args[0]).parent / "run"
+            run.mkdir()
+            (run / "vlmctl-run.json").write_text(json.dumps({"global_step": 1, "finished": True}))
         return codes.get(verb, 0)
-
-    def fake_train(req, launcher=None):
-        called.append("train")
-        run = req.config_dir.parent / "run"
-        run.mkdir()
-        (run / "vlmctl-run.json").write_text(json.dumps({"global_step": 1, "finished": True}))
-        return 0
 
     def no_score(*args, **kwargs):
         called.append("score")
         raise AssertionError("the demo scored a model although a step failed")
 
     monkeypatch.setattr(demo, "_vlmctl", fake_vlmctl)
-    monkeypatch.setattr(train_run, "train", fake_train)
     monkeypatch.setattr(demo, "score", no_score)
     return called
 
 
-@pytest.mark.parametrize(("verb", "code"), [("preview", 2), ("preview", 1), ("merge", 1)])
+@pytest.mark.parametrize(
+    ("verb", "code"), [("preview", 2), ("preview", 1), ("train", 1), ("merge", 1)]
+)
 def test_a_failed_step_fails_the_demo_clearly(tmp_path, monkeypatch, verb, code):
     """A failed preview is not "not available yet", and a failed merge is not papered over by
     scoring the adapter: the demo stops with one line naming the step."""
-    from vlmctl.demo import run_demo
+    from vlmctl.demo.pipeline import run_demo
     from vlmctl.errors import VlmctlError
 
     called = _fake_verbs(monkeypatch, {verb: code})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmctl.demo import COLORS, DemoOptions, write_color_dataset, write_config_set
+from vlmctl.demo.colors import COLORS, DemoOptions, write_color_dataset, write_config_set
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -423,7 +423,7 @@ def test_generation_eval_callback_logs_metrics_to_the_run_folder_and_wandb(
     from vlmctl.config.load import load_config_set
     from vlmctl.config.train import GenerationEvalConfig
     from vlmctl.data.dataset import load_splits
-    from vlmctl.evaluation.callback import LOG_NAME, GenerationEval
+    from vlmctl.training.generation_eval import LOG_NAME, GenerationEval
 
     cs = load_config_set(demo / "config")
     ds_cfg = cs.collator.dataset.model_copy(update={"eval_path": str(demo / "data" / "eval.csv")})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlmctl.evaluation import metrics as M
+from vlmctl import metrics as M
 
 
 @pytest.mark.parametrize(

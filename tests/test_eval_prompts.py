@@ -92,7 +92,7 @@ def test_generate_rows_is_greedy_with_the_kv_cache_and_the_models_generation_con
     import copy
 
     from vlmctl.data import messages
-    from vlmctl.evaluation.generate import LoadedModel, generate_rows
+    from vlmctl.generation import LoadedModel, generate_rows
 
     col, path = _collator(tiny_model_dir, "qwen2_vl")
     m = copy.deepcopy(model(path))  # the cached model is shared: its config is changed below

@@ -999,7 +999,7 @@ class Probes:
 
     def sft(self, cs):
         from vlmctl.training.model_prep import choose_precision
-        from vlmctl.training.worker import sft_kwargs
+        from vlmctl.training.worker_steps import sft_kwargs
 
         precision = choose_precision(cs, cuda=True, bf16_supported=True)
         kw = sft_kwargs(cs, cs.output_dir, precision, True, bool(cs.train.group_by_length), env={})

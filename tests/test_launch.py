@@ -133,7 +133,7 @@ def test_gpu_count_respects_cuda_visible_devices(monkeypatch):
     assert ln.detect_gpu_count() == 0
 
 
-def test_run_launch_returns_worker_exit_code_over_launcher_code(tmp_path):
+def test_launch_and_wait_returns_worker_exit_code_over_launcher_code(tmp_path):
     """accelerate turns every failure into 1; the worker's exit.json carries the real code."""
     seen = {}
 
@@ -142,17 +142,17 @@ def test_run_launch_returns_worker_exit_code_over_launcher_code(tmp_path):
         (tmp_path / "exit.json").write_text('{"exit_code": 143, "global_step": 3}')
         return 1
 
-    code = ln.run_launch(["x"], {}, tmp_path, launcher=fake_launcher)
+    code = ln.launch_and_wait(["x"], {}, tmp_path, launcher=fake_launcher)
     assert code == 143 and seen["argv"] == ["x"]
 
 
-def test_run_launch_falls_back_to_launcher_code(tmp_path):
-    assert ln.run_launch(["x"], {}, tmp_path, launcher=lambda a, e: 7) == 7
+def test_launch_and_wait_falls_back_to_launcher_code(tmp_path):
+    assert ln.launch_and_wait(["x"], {}, tmp_path, launcher=lambda a, e: 7) == 7
 
 
 def test_subprocess_launcher_runs_and_returns_code(tmp_path):
     argv = [sys.executable, "-c", "import sys; sys.exit(5)"]
-    assert ln.run_launch(argv, {"PATH": "/usr/bin"}, tmp_path) == 5
+    assert ln.launch_and_wait(argv, {"PATH": "/usr/bin"}, tmp_path) == 5
 
 
 def test_presets_are_packaged_next_to_the_module():

@@ -1,5 +1,5 @@
 """`vlmctl-run.json` has one shape, `RunManifest`: the worker writes through it, merge reads
-through it (vlmctl/training/manifest.py)."""
+through it (vlmctl/run_folder/manifest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vlmctl.training.manifest import MANIFEST, RunManifest, read_manifest, write_manifest
+from vlmctl.run_folder.manifest import MANIFEST, RunManifest, read_manifest, write_manifest
 
 
 def test_written_and_read_through_the_same_type(tmp_path):
@@ -62,3 +62,39 @@ def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text("[1, 2]")
     with pytest.raises(ValueError, match="not an object"):
         read_manifest(tmp_path / MANIFEST)
+
+
+def test_the_saved_configs_read_back_typed_as_train_validated_them(tmp_path):
+    """merge reads the run's configs through the config models, not as untyped dicts: the
+    dtype alias is canonical, quantization and processor_params are typed."""
+    from vlmctl.config.collator import CollatorConfig
+    from vlmctl.config.model import ModelConfig
+
+    write_manifest(
+        tmp_path,
+        RunManifest(
+            configs={
+                "model": {
+                    "loading_params": {"torch_dtype": "bf16"},
+                    "quantization": {"load_in_4bit": True},
+                    "processor_params": {"max_pixels": 1024},
+                },
+                "collator": {"text_processing": {"max_length": 77}},
+            }
+        ),
+    )
+    got = read_manifest(tmp_path / MANIFEST)
+    model = got.model_config()
+    assert isinstance(model, ModelConfig) and model.dtype_name == "bfloat16"
+    assert model.quantization.enabled and model.processor_params.model_dump()["max_pixels"] == 1024
+    collator = got.collator_config()
+    assert isinstance(collator, CollatorConfig) and collator.text_processing.max_length == 77
+    assert RunManifest().model_config() is None and RunManifest().collator_config() is None
+
+
+def test_a_saved_config_that_no_longer_validates_is_one_line(tmp_path):
+    from vlmctl.errors import VlmctlError
+
+    bad = RunManifest(configs={"model": {"loading_params": {"torch_dtype": "int3"}}})
+    with pytest.raises(VlmctlError, match=r"vlmctl-run.json: configs.model.loading_params"):
+        bad.model_config()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmctl.run_folder.manifest import RunManifest, write_manifest
 from vlmctl.testing.tiny import FAMILIES, FAMILY_INFO
-from vlmctl.training.manifest import RunManifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 LORA_TARGETS = r".*(language_model|text_model).*\.(q_proj|v_proj|up_proj|down_proj)"

@@ -121,7 +121,7 @@ def test_packing_keys_never_reach_sftconfig():
 
 def _validate_findings(tmp_path, tiny_model_dir, family, *sets):
     from vlmctl.config.load import collect_config_set
-    from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+    from vlmctl.demo.colors import DemoOptions, write_color_dataset, write_config_set
 
     write_color_dataset(tmp_path / "data", 4, 0, seed=1)
     write_config_set(tmp_path / "config", str(tiny_model_dir(family)), DemoOptions(out=tmp_path))
@@ -144,7 +144,7 @@ def test_validate_says_what_packing_does(tmp_path, tiny_model_dir):
 
 
 def _config_set(root, tiny_model_dir, n=12):
-    from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+    from vlmctl.demo.colors import DemoOptions, write_color_dataset, write_config_set
 
     write_color_dataset(root / "data", n, 0, seed=1)
     write_config_set(root / "config", str(tiny_model_dir("qwen2_vl")), DemoOptions(out=root))

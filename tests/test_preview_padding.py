@@ -12,7 +12,7 @@ import pytest
 from _validate_util import Row, jpeg_bytes, write_config_set, write_csv
 
 from vlmctl.config.load import load_config_set
-from vlmctl.preview import build_preview
+from vlmctl.preview.batch import build_preview
 
 ROWS = [
     Row("a.jpg", "what colour is it", "red"),

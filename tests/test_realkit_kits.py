@@ -143,7 +143,7 @@ class TestInternVLChatProcessor:
 def test_preview_pieces_of_negative_media_ids_do_not_reach_the_tokenizer():
     """Phi-3-vision's processor writes image positions as negative ids; the slow/fast tokenizer
     raises OverflowError on them (seen through `vlmctl preview` on the phi3_v kit)."""
-    from vlmctl.preview import decode_pieces
+    from vlmctl.preview.document import decode_pieces
 
     tok = kit_processor("phi3_v").tokenizer
     ids = tok("red").input_ids

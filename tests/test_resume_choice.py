@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from vlmctl.training.run import TrainRequest, _resume_hint, latest_checkpoint
+from vlmctl.training.parent import TrainRequest, _resume_hint, latest_checkpoint
 
 TOKEN = "hf_PlantedResumeTokenAAAAAAAAAAAAAAAAAA"
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests._config_util import write_set
+from vlmctl import credentials
 from vlmctl.config.load import load_config_set
-from vlmctl.training import manifest as mf
-from vlmctl.training.run import TrainRequest, plan_run
+from vlmctl.run_folder import manifest as mf
+from vlmctl.training.parent import TrainRequest, plan_run
 
 REPO = Path(__file__).resolve().parent.parent
 PLANTED_HUB = "hf_PlantedHubTokenAAAAAAAAAAAAAAAAAAAA"
@@ -39,7 +40,7 @@ def test_filter_keeps_settings_whose_names_contain_token_or_key():
         "conversation": {"role_key": "from", "content_key": "value", "image_tag": "<image>"},
         "train": {"include_num_input_tokens_seen": "all", "max_tokens": 3, "key_column": "k"},
     }
-    assert mf.strip_secrets(data) == data
+    assert credentials.strip_secrets(data) == data
 
 
 def test_filter_drops_credentials_by_name_and_by_value_also_inside_lists():
@@ -50,13 +51,13 @@ def test_filter_drops_credentials_by_name_and_by_value_also_inside_lists():
         "lists": [{"token": "t", "keep": 1}, f"{PLANTED_HUB}", "plain", {"note": PLANTED_PROC}],
         "run_name": f"run-{PLANTED_HUB}",
     }
-    clean = mf.strip_secrets(data)
+    clean = credentials.strip_secrets(data)
     assert clean["train"] == {"learning_rate": 1e-4}
     assert clean["model"]["processor_params"] == {"use_fast": True}
     assert clean["env"] == {}
     assert clean["lists"] == [{"keep": 1}, "plain", {}]
     assert "run_name" not in clean
-    assert mf.strip_secret_overrides(
+    assert credentials.strip_secret_overrides(
         ["train.hub_token=abc", "peft.r=8", f"model.processor_params.x={PLANTED_PROC}",
          "collator.label_masking.mask_pad_token=false"]
     ) == ["peft.r=8", "collator.label_masking.mask_pad_token=false"]  # fmt: skip
@@ -75,7 +76,7 @@ def test_a_secret_key_is_known_by_its_whole_name_in_any_spelling():
         "my-private-key",
         "x_hf_token",
     ):
-        assert mf.is_secret_key(name), name
+        assert credentials.is_secret_key(name), name
     for name in (
         "mask_pad_token",
         "tokenizer",
@@ -88,17 +89,19 @@ def test_a_secret_key_is_known_by_its_whole_name_in_any_spelling():
         "secretary",
         "token_id",
     ):
-        assert not mf.is_secret_key(name), name
+        assert not credentials.is_secret_key(name), name
 
 
 def test_a_secret_value_is_known_by_its_shape_anywhere_in_a_string_only():
-    assert mf.is_secret_value(PLANTED_HUB)
-    assert mf.is_secret_value(f"see {PLANTED_HUB} here")
-    assert mf.is_secret_value("sk-" + "a" * 24)
-    assert not mf.is_secret_value("hf_short")  # too short to be a token
-    assert not mf.is_secret_value("x" + PLANTED_HUB)  # part of a longer word
-    assert not mf.is_secret_value(None) and not mf.is_secret_value(12345)
-    assert not mf.is_secret_value([PLANTED_HUB])  # a list is filtered item by item, not here
+    assert credentials.is_secret_value(PLANTED_HUB)
+    assert credentials.is_secret_value(f"see {PLANTED_HUB} here")
+    assert credentials.is_secret_value("sk-" + "a" * 24)
+    assert not credentials.is_secret_value("hf_short")  # too short to be a token
+    assert not credentials.is_secret_value("x" + PLANTED_HUB)  # part of a longer word
+    assert not credentials.is_secret_value(None) and not credentials.is_secret_value(12345)
+    assert not credentials.is_secret_value(
+        [PLANTED_HUB]
+    )  # a list is filtered item by item, not here
 
 
 def test_filter_recurses_through_tuples_and_nested_lists_and_keeps_order():
@@ -107,30 +110,34 @@ def test_filter_recurses_through_tuples_and_nested_lists_and_keeps_order():
         "hf_token": {"nested": "dropped with its key"},
         "z": [[], {}, None, 0, False],
     }
-    assert mf.strip_secrets(data) == {
+    assert credentials.strip_secrets(data) == {
         "a": [{"b": [{"k": [1, 2]}]}, "keep", 3],
         "z": [[], {}, None, 0, False],
     }
-    assert list(mf.strip_secrets({"y": 1, "x": 2, "token": 3, "w": 4})) == ["y", "x", "w"]
-    assert mf.strip_secrets(PLANTED_HUB) is None  # a bare token-shaped value: nothing is left
-    assert mf.strip_secrets("plain") == "plain" and mf.strip_secrets(3) == 3
+    assert list(credentials.strip_secrets({"y": 1, "x": 2, "token": 3, "w": 4})) == ["y", "x", "w"]
+    assert (
+        credentials.strip_secrets(PLANTED_HUB) is None
+    )  # a bare token-shaped value: nothing is left
+    assert credentials.strip_secrets("plain") == "plain" and credentials.strip_secrets(3) == 3
 
 
 def test_a_secret_override_is_known_by_any_key_part_or_by_its_value():
-    assert mf.is_secret_override("train.hub_token=abc")
-    assert mf.is_secret_override("model.processor_params.token=abc")
-    assert mf.is_secret_override("hub_token")  # no `=`: still names a credential
-    assert mf.is_secret_override(f"train.run_name=run-{PLANTED_HUB}")
-    assert not mf.is_secret_override("collator.label_masking.mask_pad_token=false")
-    assert not mf.is_secret_override("train.run_name=hub_token")  # the value is only a word
-    assert mf.strip_secret_overrides(
+    assert credentials.is_secret_override("train.hub_token=abc")
+    assert credentials.is_secret_override("model.processor_params.token=abc")
+    assert credentials.is_secret_override("hub_token")  # no `=`: still names a credential
+    assert credentials.is_secret_override(f"train.run_name=run-{PLANTED_HUB}")
+    assert not credentials.is_secret_override("collator.label_masking.mask_pad_token=false")
+    assert not credentials.is_secret_override(
+        "train.run_name=hub_token"
+    )  # the value is only a word
+    assert credentials.strip_secret_overrides(
         ["peft.r=8", "train.hub_token=abc", "train.max_steps=3", f"x={PLANTED_PROC}"]
     ) == ["peft.r=8", "train.max_steps=3"]
 
 
 def _relative_set(tmp_path: Path) -> Path:
     """A config set with relative data/model paths and keys named like credentials."""
-    from vlmctl.demo import write_color_dataset
+    from vlmctl.demo.colors import write_color_dataset
 
     write_color_dataset(tmp_path / "data", 8, 0, seed=1)
     cfg = write_set(
@@ -206,7 +213,7 @@ def test_saved_config_set_keeps_the_model_classes_entry_of_a_relative_model(tmp_
     model through that entry, to the same classes, and trains the same settings."""
     from vlmctl.models.resolve import resolve_model
     from vlmctl.training.model_prep import choose_precision
-    from vlmctl.training.worker import sft_kwargs
+    from vlmctl.training.worker_steps import sft_kwargs
 
     (tmp_path / "models" / "tiny").mkdir(parents=True)
     (tmp_path / "models" / "tiny" / "config.json").write_text(
@@ -273,7 +280,7 @@ def test_credentials_reach_the_worker_through_a_private_file_not_argv(tmp_path, 
 def test_hub_token_goes_to_the_environment_not_to_training_args(tmp_path):
     from types import SimpleNamespace
 
-    from vlmctl.training.worker import sft_kwargs
+    from vlmctl.training.worker_steps import sft_kwargs
 
     cfg = _relative_set(tmp_path)
     cs = load_config_set(cfg, [f"train.hub_token={PLANTED_HUB}"])
@@ -303,7 +310,7 @@ def _scan_cmdlines(stop: threading.Event, seen: list[str]) -> None:
 def test_planted_credentials_leave_no_trace_in_a_finished_run(tmp_path):
     """Every file of the run (checkpoints, training_args.bin, wandb), stdout/stderr, and the
     command lines of every vlmctl process while it ran: no planted credential anywhere."""
-    from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+    from vlmctl.demo.colors import DemoOptions, write_color_dataset, write_config_set
     from vlmctl.testing.tiny import build_tiny_model
 
     model = build_tiny_model("qwen2_vl", tmp_path / "tiny")

@@ -6,6 +6,8 @@
   must leave the list (the test says so).
 - vlmctl's import graph (every `import`, also those inside functions, read with `ast`; not
   `if TYPE_CHECKING:` blocks) has no cycle.
+- No verb package imports another verb package, and no shared module imports a verb: what
+  several verbs need lives in a shared module (the runtime assembly, the run folder, ...).
 - docs/DESIGN.md's module map lists every module that exists, and only those.
 """
 
@@ -24,9 +26,7 @@ MAX_FUNCTION_LINES = 80
 LONG_MODULES: dict[str, int] = {}
 
 # Functions not split yet: "path::qualname" -> the most lines it may have.
-LONG_FUNCTIONS = {
-    "vlmctl/training/worker.py::run": 250,
-}
+LONG_FUNCTIONS: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:
@@ -178,6 +178,95 @@ def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     tree = ast.parse("def f():\n    import vlmctl.x\nif TYPE_CHECKING:\n    import vlmctl.y\n")
     assert [n.names[0].name for n in _imports(tree)] == ["vlmctl.x"]
+
+
+# Each verb's own code. A verb package may import shared modules and itself, never another verb.
+VERB_PACKAGES = (
+    "vlmctl.validation",  # validate's dataset pass (the config checks are shared: vlmctl.config)
+    "vlmctl.preview",
+    "vlmctl.training",
+    "vlmctl.merge",
+    "vlmctl.evaluation",
+    "vlmctl.demo",
+)
+# The entry layer: turns flags into calls of the verbs (it may import every verb).
+ENTRY = ("vlmctl.cli", "vlmctl.__main__", "vlmctl.commands")
+# Everything else is shared and imports no verb, named here so a new top-level module or
+# package is a decision (the test fails until it is listed in one of the three groups).
+SHARED = (
+    "vlmctl",
+    "vlmctl.checks",
+    "vlmctl.collate",
+    "vlmctl.config",
+    "vlmctl.credentials",
+    "vlmctl.data",
+    "vlmctl.errors",
+    "vlmctl.extras",
+    "vlmctl.generation",
+    "vlmctl.media",
+    "vlmctl.metrics",
+    "vlmctl.models",
+    "vlmctl.packing",
+    "vlmctl.packing_checks",
+    "vlmctl.precommit",
+    "vlmctl.proc",
+    "vlmctl.quiet",
+    "vlmctl.report",
+    "vlmctl.run_folder",
+    "vlmctl.runtime",
+    "vlmctl.testing",
+)
+
+
+def _group(module: str, groups: tuple[str, ...]) -> str | None:
+    """The entry of `groups` that `module` is (or lies inside), else None."""
+    return next((g for g in groups if module == g or module.startswith(g + ".")), None)
+
+
+def layer_problems(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that cross from one verb into another, or from shared code into a verb."""
+    problems = []
+    for name, deps in sorted(graph.items()):
+        if name == "vlmctl":
+            home = "vlmctl"
+        else:
+            home = _group(name, VERB_PACKAGES) or _group(name, ENTRY) or _group(name, SHARED[1:])
+        if home is None:
+            problems.append(f"{name}: not in VERB_PACKAGES, ENTRY or SHARED: decide which")
+            continue
+        if home in ENTRY:
+            continue
+        for dep in sorted(deps):
+            verb = _group(dep, VERB_PACKAGES)
+            if verb is not None and verb != home:
+                what = "verb" if home in VERB_PACKAGES else "shared module"
+                problems.append(
+                    f"{name} ({what}) imports {dep} (verb {verb}): move what both need into a "
+                    "shared module"
+                )
+    return problems
+
+
+def test_no_verb_imports_another_verb_and_shared_code_imports_none():
+    problems = layer_problems(import_graph())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layer_check_finds_a_crossing():
+    """The check above can fail: verb -> verb and shared -> verb are found, verb -> shared and
+    entry -> verb are not, and an unplaced module is named."""
+    graph = {
+        "vlmctl.merge.plan": {"vlmctl.training.worker", "vlmctl.runtime"},
+        "vlmctl.runtime": {"vlmctl.preview"},
+        "vlmctl.commands.train": {"vlmctl.training.parent"},
+        "vlmctl.training.worker": {"vlmctl.training.launch", "vlmctl.run_folder.manifest"},
+        "vlmctl.newthing": set(),
+    }
+    found = layer_problems(graph)
+    assert len(found) == 3
+    assert found[0].startswith("vlmctl.merge.plan (verb) imports vlmctl.training.worker")
+    assert found[1].startswith("vlmctl.newthing: not in")
+    assert found[2].startswith("vlmctl.runtime (shared module) imports vlmctl.preview")
 
 
 MAP_LINE = re.compile(r"^(vlmctl/\S+\.py)\s")

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+from vlmctl import credentials
+from vlmctl.demo.colors import DemoOptions, write_color_dataset, write_config_set
 from vlmctl.errors import ConfigError, UsageError, VlmctlError
-from vlmctl.training import manifest as mf
-from vlmctl.training.run import TrainRequest, latest_checkpoint, plan_run
-from vlmctl.training.run import train as run_train
+from vlmctl.training.parent import TrainRequest, latest_checkpoint, plan_run
+from vlmctl.training.parent import train as run_train
 from vlmctl.training.worker import prepare_wandb, wandb_has_credentials
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,12 +175,12 @@ def test_secrets_never_reach_the_manifest():
         "collator": {"conversation": {"role_key": "from", "content_key": "value"}},
         "env": {"WANDB_API_KEY": "k", "db_password": "p", "client_secret": "s"},
     }
-    clean = mf.strip_secrets(data)
+    clean = credentials.strip_secrets(data)
     assert clean["train"] == {"learning_rate": 1e-4}
     assert clean["model"]["processor_params"] == {"use_fast": True}
     assert clean["collator"]["conversation"] == {"role_key": "from", "content_key": "value"}
     assert clean["env"] == {}
-    assert mf.strip_secret_overrides(["train.hub_token=abc", "peft.r=8"]) == ["peft.r=8"]
+    assert credentials.strip_secret_overrides(["train.hub_token=abc", "peft.r=8"]) == ["peft.r=8"]
 
 
 def test_wandb_credentials_and_offline_fallback(tmp_path, monkeypatch):
@@ -498,7 +498,7 @@ def test_sft_kwargs_for_a_vlm_run(tmp_path):
 
     from vlmctl.config.load import load_config_set
     from vlmctl.training.lengths import LENGTH_COLUMN
-    from vlmctl.training.worker import sft_kwargs
+    from vlmctl.training.worker_steps import sft_kwargs
 
     config = make_set(tmp_path, "unused-model-id")
     cpu = SimpleNamespace(bf16=True, fp16=False, use_cpu=True)

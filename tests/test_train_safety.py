@@ -29,8 +29,8 @@ from test_train import (
 
 from vlmctl.errors import ConfigError, DataError, UsageError, VlmctlError
 from vlmctl.training import rundir
-from vlmctl.training.run import TrainRequest, latest_checkpoint
-from vlmctl.training.run import train as run_train
+from vlmctl.training.parent import TrainRequest, latest_checkpoint
+from vlmctl.training.parent import train as run_train
 
 
 @pytest.fixture(scope="module")

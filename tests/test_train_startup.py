@@ -15,8 +15,8 @@ import pytest
 from vlmctl.errors import DataError
 from vlmctl.training import launch as ln
 from vlmctl.training import startup_profile as prof
-from vlmctl.training.run import TrainRequest, plan_run
-from vlmctl.training.run import train as run_train
+from vlmctl.training.parent import TrainRequest, plan_run
+from vlmctl.training.parent import train as run_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_user_omp_num_threads_is_kept(monkeypatch):
 
 
 def _make_set(root: Path, model: str, n: int = 8) -> Path:
-    from vlmctl.demo import DemoOptions, write_color_dataset, write_config_set
+    from vlmctl.demo.colors import DemoOptions, write_color_dataset, write_config_set
 
     write_color_dataset(root / "data", n, 0, seed=1)
     write_config_set(root / "config", model, DemoOptions(out=root, steps=2, batch_size=4))

@@ -101,8 +101,8 @@ def test_preview_notes_a_dropped_video(qwen, tmp_path):
 
 def test_preview_and_train_list_every_bad_row(qwen, tmp_path):
     from vlmctl.errors import DataError
-    from vlmctl.training.run import TrainRequest
-    from vlmctl.training.run import train as run_train
+    from vlmctl.training.parent import TrainRequest
+    from vlmctl.training.parent import train as run_train
 
     rows = content_parts_rows()
     rows[0]["messages"][0]["content"][0]["image"] = "media/missing0.jpg"
@@ -193,12 +193,14 @@ def test_wandb_offline_url_warning_is_dropped(capfd, monkeypatch):
 def test_train_worker_and_merge_install_the_filters():
     import inspect
 
-    from vlmctl import demo
+    from vlmctl.demo import pipeline as demo
     from vlmctl.merge import run as merge_run
-    from vlmctl.training import worker
+    from vlmctl.training import worker_steps
 
-    assert "quiet_bitsandbytes(cs.model.quantization.enabled)" in inspect.getsource(worker.run)
-    assert "quiet_wandb_offline_url()" in inspect.getsource(worker.run)
+    assert "quiet_bitsandbytes(cs.model.quantization.enabled)" in inspect.getsource(
+        worker_steps._set_up
+    )
+    assert "quiet_wandb_offline_url()" in inspect.getsource(worker_steps._set_up_wandb)
     assert "quiet_bitsandbytes(" in inspect.getsource(merge_run.run_merge)
     assert "quiet_bitsandbytes(" in inspect.getsource(demo.run_demo)
 

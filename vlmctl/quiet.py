@@ -8,12 +8,18 @@
   its URL (every logging step, through the trainer). vlmctl says once where the offline run
   is and how to upload it, so the repeats are dropped.
 
-Only logging filters and one wrapper: cheap, nothing heavy is imported here.
+- transformers' info/warning chatter and per-load progress bars: `quiet_transformers()` while
+  vlmctl owns the output (validate, preview), `quiet_process(...)` for a whole process (the
+  training worker, eval, merge), skipped under VLMCTL_DEBUG=1 where the worker and eval say so.
+
+The one place third-party logs are silenced: cheap, nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 BNB_LOGGER = "bitsandbytes.backends.cpu.ops"
 BNB_NOISE = "gemm_4bit_forward"
@@ -56,3 +62,32 @@ def quiet_wandb_offline_url() -> None:
 
     termwarn._vlmctl_quiet = True  # type: ignore[attr-defined]
     wandb.termwarn = termwarn
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No info/warning chatter from transformers while vlmctl owns the output."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def quiet_process(*, errors_only: bool = True, warnings: tuple = ()) -> None:
+    """For the rest of this process: no transformers progress bars, (with `errors_only`) only
+    its errors, and the given warnings filtered out. Each item of `warnings` is a category, or
+    (category, message regex, module regex)."""
+    import warnings as _warnings
+
+    from transformers.utils import logging as hf_logging
+
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for item in warnings:
+        category, message, module = item if isinstance(item, tuple) else (item, "", "")
+        _warnings.filterwarnings("ignore", message=message, category=category, module=module)

@@ -28,7 +28,8 @@ def demo(
     from vlmctl.extras import require
 
     require("demo")
-    from vlmctl.demo import DemoOptions, run_demo
+    from vlmctl.demo.colors import DemoOptions
+    from vlmctl.demo.pipeline import run_demo
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

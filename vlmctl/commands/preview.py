@@ -1,4 +1,4 @@
-"""`vlmctl preview`: show the batch `train` would build, token by token (see vlmctl/preview.py)."""
+"""`vlmctl preview`: show the batch `train` would build, token by token (see vlmctl/preview/)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def preview(
 
     require("preview")
     from vlmctl.config.load import load_config_set, parse_override
-    from vlmctl.preview import build_preview, parse_rows, render_preview_text
+    from vlmctl.preview.batch import build_preview, parse_rows
+    from vlmctl.preview.document import render_preview_text
 
     if rows is not None and batch_size is not None:
         raise UsageError("--rows and --batch-size exclude each other", hint="pick one")

@@ -96,8 +96,8 @@ def train(
     from vlmctl.extras import require
 
     require("train")
-    from vlmctl.training.run import TrainRequest
-    from vlmctl.training.run import train as run_train
+    from vlmctl.training.parent import TrainRequest
+    from vlmctl.training.parent import train as run_train
 
     code = run_train(
         TrainRequest(

@@ -104,8 +104,8 @@ def validate(
 
                 require("validate", also=", or pass --config-only to check the configs only")
             # The dataset pass (heavy imports happen only here).
-            from vlmctl.checks.data_checks import DataCheckOptions
-            from vlmctl.checks.data_report import add_dataset_pass
+            from vlmctl.validation.data_checks import DataCheckOptions
+            from vlmctl.validation.data_report import add_dataset_pass
 
             progress = output_format is OutputFormat.text and sys.stderr.isatty()
             opts = DataCheckOptions(
@@ -126,7 +126,7 @@ def _print(reports, summaries, output_format, strict, config_only, hide_notes) -
         print(render_json(reports, strict, data=None if config_only else summaries))
     elif output_format is OutputFormat.github:
         if any(s is not None for s in summaries):
-            from vlmctl.checks.data_report import github_ready
+            from vlmctl.validation.data_report import github_ready
 
             reports = [SetReport(dir=r.dir, findings=github_ready(r.findings)) for r in reports]
         text = render_github(reports, hidden_note_codes(hide_notes))
@@ -136,6 +136,6 @@ def _print(reports, summaries, output_format, strict, config_only, hide_notes) -
         render_text(reports, strict, hide=hidden_note_codes(hide_notes))
         for report, summary in zip(reports, summaries, strict=True):
             if summary is not None:
-                from vlmctl.checks.data_report import render_summary_text
+                from vlmctl.validation.data_report import render_summary_text
 
                 render_summary_text(report.dir, summary)

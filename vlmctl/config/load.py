@@ -79,7 +79,7 @@ def parse_override(text: str) -> Override:
 
 def shown_override(text: str) -> str:
     """A `--set` as messages may print it: a credential's value is replaced by `***`."""
-    from vlmctl.training.manifest import is_secret_override
+    from vlmctl.credentials import is_secret_override
 
     return text.partition("=")[0] + "=***" if is_secret_override(text) else text
 

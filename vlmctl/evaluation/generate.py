@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmctl.errors import Finding, VlmctlError
+from vlmctl.generation import LoadedModel
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -34,7 +35,7 @@ class ModelSpec:
     name: str  # as shown in reports (the value given, shortened)
     path: Path  # the folder (the adapter folder for kind == "adapter")
     kind: str  # model | adapter
-    plan: Any = None  # merge.plan.MergePlan for adapters
+    plan: Any = None  # run_folder.adapter.AdapterRun for adapters
     processor_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -45,7 +46,7 @@ def _bad(spec: str, what: str, hint: str) -> VlmctlError:
 
 def resolve_spec(value: str, name: str | None = None) -> ModelSpec:
     """`--model` -> ModelSpec, or a one-line error (not a model, missing base, no processor)."""
-    from vlmctl.merge.plan import MergeOptions, has_processor, locate_base, plan_merge
+    from vlmctl.run_folder.adapter import has_processor, locate_base, resolve_adapter
 
     path = Path(value).expanduser()
     if not path.exists():
@@ -74,11 +75,9 @@ def resolve_spec(value: str, name: str | None = None) -> ModelSpec:
         # An adapter is applied with peft (the train extra), unmerged.
         require("eval", "train", also=", or evaluate the merged model (vlmctl merge)")
         try:
-            # plan_merge resolves base, manifest, dtype and class and refuses what merge
-            # refuses; nothing is written (the output is never created, hence `force`).
-            plan = plan_merge(
-                MergeOptions(source=path, output=path / ".vlmctl-eval-unused", force=True)
-            )
+            # Base, manifest, dtype and class resolved as merge resolves them (and refused
+            # where merge refuses); nothing is written.
+            plan = resolve_adapter(path)
         except VlmctlError as exc:
             first = exc.findings[0]
             hint = first.hint or "check the run folder"
@@ -121,16 +120,6 @@ def unique_names(values: Sequence[str]) -> list[str]:
     return [f"{v}#{i}" for i, v in enumerate(values)]
 
 
-@dataclass
-class LoadedModel:
-    """A model ready to generate, with its processor."""
-
-    spec: ModelSpec
-    model: Any
-    processor: Any
-    model_type: str | None
-
-
 def pick_device():
     """This process's device: its GPU under a launcher, else cuda:0, else the CPU."""
     import torch
@@ -142,20 +131,22 @@ def pick_device():
 
 def load(spec: ModelSpec, cs: Any, device: Any) -> LoadedModel:
     """Load the weights (adapter on its base for run folders), eval mode, on `device`."""
-    from transformers import AutoProcessor
-
-    from vlmctl.merge.loading import load_adapter_model, load_base
+    from vlmctl import runtime
+    from vlmctl.run_folder.loading import load_adapter_model, load_base
 
     if spec.kind == "adapter":
         model = load_adapter_model(spec.plan, load_base(spec.plan))
-        processor = AutoProcessor.from_pretrained(
-            str(spec.processor_dir), trust_remote_code=spec.plan.trust_remote_code
-        )
+        processor = runtime.processor_from_folder(spec.processor_dir, spec.plan.trust_remote_code)
+        model_type = runtime.model_type_of(spec.plan.base_dir)
     else:
-        from vlmctl.models.resolve import load_model, load_processor, resolve_model
+        from vlmctl.models.resolve import load_model, resolve_model
 
-        res = resolve_model(cs.model)
-        processor = load_processor(res, cs.model, spec.path)
+        site = runtime.ModelSite(
+            resolve_model(cs.model), str(spec.path), runtime.model_type_of(spec.path)
+        )
+        processor = runtime.load_processor(cs, site)
+        model_type = site.model_type
+        res = site.resolution
         # The config's class and dtype; never quantized, no device_map (placed below).
         cfg = cs.model.model_copy(update={"quantization": type(cs.model.quantization)()})
         try:
@@ -168,81 +159,7 @@ def load(spec: ModelSpec, cs: Any, device: Any) -> LoadedModel:
             ) from None
     model.eval()
     model.to(device)
-    cfg = getattr(model, "config", None)
-    model_type = getattr(cfg, "model_type", None)
-    if spec.kind == "adapter":
-        model_type = getattr(model.get_base_model().config, "model_type", None)
     return LoadedModel(spec, model, processor, model_type)
-
-
-def generation_kwargs(model: Any, tokenizer: Any, max_new_tokens: int) -> dict:
-    """Greedy decoding on top of the model's generation_config (its eos ids etc. kept)."""
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
-    gc = getattr(model, "generation_config", None)
-    if gc is not None:
-        # Greedy: sampling knobs of the config would only raise warnings.
-        kwargs.update(temperature=None, top_p=None, top_k=None, num_beams=1)
-        if getattr(gc, "pad_token_id", None) is None:
-            pad = getattr(tokenizer, "pad_token_id", None)
-            kwargs["pad_token_id"] = pad if pad is not None else getattr(gc, "eos_token_id", None)
-    return kwargs
-
-
-def generate_rows(
-    loaded: LoadedModel,
-    collator: Any,
-    rows: Sequence[tuple[int, dict]],
-    *,
-    batch_size: int,
-    max_new_tokens: int,
-    on_batch: Callable[[int], None] = lambda _n: None,
-    use_cache: bool = True,
-) -> list[dict]:
-    """Greedy answers for `rows` ((index, raw row) pairs), in order: index, question, reference,
-    prediction."""
-    import torch
-
-    from vlmctl.data.messages import row_to_example
-
-    model = loaded.model
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    tok = collator.tokenizer
-    kwargs = generation_kwargs(model, tok, max_new_tokens)
-    kwargs["use_cache"] = use_cache  # training sets config.use_cache = False
-    out: list[dict] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        examples = [row_to_example(row, collator.cfg, idx) for idx, row in chunk]
-        encoded = collator.encode_prompts(examples)
-        batch = collator.collate_prompts([e for e, _ in encoded])
-        batch = {
-            k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
-            for k, v in batch.items()
-        }
-        with torch.inference_mode():
-            ids = model.generate(**batch, **kwargs)
-        new = ids[:, batch["input_ids"].shape[1] :].cpu()
-        texts = tok.batch_decode(new, skip_special_tokens=True)
-        for (idx, _row), ex, (_enc, ref), text in zip(chunk, examples, encoded, texts, strict=True):
-            out.append(
-                {
-                    "row": idx,
-                    "question": question_text(ex),
-                    "reference": ref,
-                    "prediction": text.strip(),
-                }
-            )
-        on_batch(len(chunk))
-    return out
-
-
-def question_text(example: Any) -> str:
-    """The last user turn's text (what the report shows as the question)."""
-    from vlmctl.collate.render import message_text
-
-    users = [m for m in example.messages if m.get("role") == "user"]
-    return message_text(users[-1]) if users else ""
 
 
 # --------------------------------------------------------------------------- several processes

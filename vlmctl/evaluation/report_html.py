@@ -137,7 +137,7 @@ def _right(row: dict, name: str) -> bool:
 
 def _differ(row: dict, names: Sequence[str]) -> bool:
     """Models disagree: different normalised answers (or one right and one wrong)."""
-    from vlmctl.evaluation.metrics import normalize_answer
+    from vlmctl.metrics import normalize_answer
 
     answers = {normalize_answer(row["answers"][n]["prediction"]) for n in names}
     return len(answers) > 1

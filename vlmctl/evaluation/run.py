@@ -63,7 +63,9 @@ def load_rows(cs: Any, data: Path | None, limit: int | None) -> EvalData:
         split, source = loaded.train, f"--data {path}"
         what = f"{path} (given with --data)"
     else:
-        loaded = load_splits(cs.collator, cs.dir, seed=cs.train.seed)
+        from vlmctl.runtime import load_data
+
+        loaded = load_data(cs, seed=cs.train.seed)  # the splits train used, eval held out
         if loaded.eval is None:
             raise VlmctlError(
                 Finding(
@@ -98,6 +100,7 @@ def run_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> dict | No
     """Evaluate every model on the same rows and write the outputs; the report (rank 0 only)."""
     from vlmctl.config.load import load_config_set
     from vlmctl.evaluation import generate as gen
+    from vlmctl.generation import generate_rows
 
     if not opts.models:
         raise VlmctlError(Finding("error", "no --model given", hint="pass --model FOLDER"))
@@ -120,16 +123,14 @@ def run_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> dict | No
     mine = gen.shard(data.rows, rank, world)
     answers: dict[str, list[dict]] = {}
     timings: dict[str, float] = {}
-    from vlmctl.collate import VLMCollator
+    from vlmctl.runtime import build_collator
 
     for spec in specs:
         loaded = gen.load(spec, cs, device)
-        collator = VLMCollator(
-            loaded.processor, cs.collator, data.media_dirs, model_type=loaded.model_type
-        )
+        collator = build_collator(loaded.processor, cs.collator, data.media_dirs, loaded.model_type)
         t0 = time.monotonic()
         with _progress(main and opts.progress, f"{spec.name}", len(mine)) as advance:
-            got = gen.generate_rows(
+            got = generate_rows(
                 loaded,
                 collator,
                 mine,
@@ -149,7 +150,7 @@ def run_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> dict | No
 
 def write_outputs(opts, cs, specs, data: EvalData, answers, timings, world: int) -> dict:
     """Score, then write eval-report.json, predictions.jsonl and report.html into `opts.out`."""
-    from vlmctl.evaluation import metrics as M
+    from vlmctl import metrics as M
     from vlmctl.evaluation.report_html import render
 
     first = answers[specs[0].name]
@@ -248,14 +249,9 @@ def _write(path: Path, text: str) -> None:
 def _quiet() -> None:
     if debug_enabled():
         return
-    import warnings
+    from vlmctl.quiet import quiet_process
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    quiet_process(warnings=(FutureWarning, (UserWarning, "", "transformers")))
 
 
 def _free() -> None:

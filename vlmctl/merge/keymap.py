@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from vlmctl.errors import Finding, VlmctlError
-from vlmctl.merge.loading import load_config, resolve_model_class, torch_dtype
 from vlmctl.merge.lora import LoraLayer, StreamingUnsupported, is_zero_lora, parse_adapter
-from vlmctl.merge.plan import MergePlan, read_json
+from vlmctl.merge.plan import MergePlan
 from vlmctl.merge.st_io import read_st_header
+from vlmctl.run_folder.adapter import read_json
+from vlmctl.run_folder.loading import load_config, resolve_model_class, torch_dtype
 
 
 def has_safetensors(base_dir: Path) -> bool:

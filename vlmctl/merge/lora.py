@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmctl.errors import Finding, VlmctlError
-from vlmctl.merge.plan import ADAPTER_WEIGHTS
+from vlmctl.run_folder.adapter import ADAPTER_WEIGHTS
 
 _LORA_SUFFIXES = (
     ".lora_A.weight",

@@ -13,7 +13,6 @@ from typing import Any
 from vlmctl.errors import Finding
 from vlmctl.merge import output
 from vlmctl.merge.keymap import has_safetensors, match_adapter
-from vlmctl.merge.loading import load_adapter_model, load_base, load_processor, reload_merged
 from vlmctl.merge.lora import StreamingUnsupported
 from vlmctl.merge.output import REPORT_NAME, atomic_folder
 from vlmctl.merge.plan import MergeOptions, MergePlan, plan_merge
@@ -29,6 +28,8 @@ from vlmctl.merge.verify import (
     probe_logits,
     verify_failure,
 )
+from vlmctl.run_folder.loading import load_adapter_model, load_base, reload_merged
+from vlmctl.runtime import processor_from_folder
 
 
 @dataclass
@@ -43,13 +44,10 @@ def _quiet_transformers() -> None:
     """Keep merge's output to its own lines and table: transformers' per-load progress bars and
     its own internal deprecation warning (raised from inside `save_pretrained`) say nothing a
     user can act on."""
-    import warnings
+    from vlmctl.quiet import quiet_process
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings(
-        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+    quiet_process(
+        errors_only=False, warnings=((FutureWarning, ".*is_gradient_checkpointing.*", ""),)
     )
 
 
@@ -168,7 +166,7 @@ def run_merge(opts: MergeOptions, log: Callable[[str], None] = lambda _m: None) 
 
     with atomic_folder(plan.output, opts.force) as tmp:
         copy_support_files(plan, tmp, with_config=True)
-        processor = load_processor(tmp, plan.trust_remote_code) if opts.verify else None
+        processor = processor_from_folder(tmp, plan.trust_remote_code) if opts.verify else None
         probes, source = make_probes(plan, processor, opts.num_probes) if opts.verify else ([], "")
         logits: dict[str, list] = {}
         report["merge"] = _merge_weights(plan, opts, match, tmp, probes, logits)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from vlmctl.merge import output
 from vlmctl.merge.keymap import AdapterMatch
-from vlmctl.merge.loading import torch_dtype
 from vlmctl.merge.lora import merge_lora_tensor
 from vlmctl.merge.plan import MergePlan
 from vlmctl.merge.st_io import _ST_DTYPES, ShardReader, ShardWriter, itemsize, parse_size, st_code
+from vlmctl.run_folder.loading import torch_dtype
 
 
 def _out_dtype_for(match: AdapterMatch, key: str, code: str, out_dtype):

@@ -7,7 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from vlmctl.merge.plan import MergePlan, read_json
+from vlmctl.merge.plan import MergePlan
+from vlmctl.run_folder.adapter import read_json
 
 # Files that make up a processor (tokenizer, image/video processor, chat template).
 PROCESSOR_FILES = (
@@ -46,8 +47,8 @@ def copy_support_files(plan: MergePlan, dest: Path, *, with_config: bool) -> Non
     if plan.processor_dir is not None:
         _copy_processor_files(plan.processor_dir, dest)
         return
-    params = plan.manifest.config("model") if plan.manifest else {}
-    params = dict(params.get("processor_params") or {})
+    model_cfg = plan.manifest.model_config() if plan.manifest else None
+    params = model_cfg.processor_params.model_dump() if model_cfg is not None else {}
     params.pop("trust_remote_code", None)
     if params:
         # No processor saved in the run, but training set processor options: rebuild it so.

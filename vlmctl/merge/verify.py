@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmctl.errors import Finding, VlmctlError
-from vlmctl.merge.plan import MergePlan, read_json
+from vlmctl.merge.plan import MergePlan
 
 # Probe questions and colours for generated verify inputs.
 _PROBES = (
@@ -53,21 +53,20 @@ def generated_probes(processor, n: int) -> list[dict]:
 def training_probes(plan: MergePlan, processor, n: int) -> list[dict]:
     """The first rows of the training set, through the training collator (same rendering)."""
     manifest = plan.manifest
-    if manifest is None or not manifest.config("collator"):
+    cfg = manifest.collator_config() if manifest is not None else None
+    if cfg is None:
         raise LookupError("manifest has no collator config")
-    from vlmctl.collate import VLMCollator
-    from vlmctl.config.collator import CollatorConfig
     from vlmctl.data.dataset import load_splits
+    from vlmctl.runtime import build_collator, model_type_of
 
-    cfg = CollatorConfig.model_validate(manifest.config("collator"))
     config_dir = Path(manifest.config_dir or (plan.run_dir / "configs"))
     data = load_splits(cfg, config_dir)
     rows = [data.train[i] for i in range(min(n, len(data.train)))]
     if not rows:
         raise LookupError("training set is empty")
     # The run's family (the worker records it); a manifest from before it did: the base's.
-    model_type = manifest.model_type or read_json(plan.base_dir / "config.json").get("model_type")
-    collator = VLMCollator(processor, cfg, data.media_dirs, model_type=model_type)
+    model_type = manifest.model_type or model_type_of(plan.base_dir)
+    collator = build_collator(processor, cfg, data.media_dirs, model_type)
     probes = []
     for row in rows:
         batch = dict(collator([row]))

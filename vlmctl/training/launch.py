@@ -7,7 +7,7 @@ The launcher is a plain callable `(argv, env) -> exit code`, passed in by the ca
 Why a subprocess and not accelerate's `launch_command` in-process: accelerate takes ~6 s to
 import, and its launchers turn every non-zero worker exit into exit code 1 (simple launcher)
 or a `ChildFailedError` (torchrun). The worker therefore writes its real exit code to a status
-folder, which `run_launcher` reads back.
+folder, which `launch_and_wait` reads back.
 
 Presets (`vlmctl/training/presets/*.yaml`) are accelerate config files. Their
 `mixed_precision` is 'no': precision comes from `train_config.yaml` (bf16/fp16), which the
@@ -351,7 +351,7 @@ def read_exit_status(status_dir: Path) -> dict | None:
         return None
 
 
-def run_launch(
+def launch_and_wait(
     argv: list[str],
     env: Mapping[str, str],
     status_dir: Path,

@@ -1,8 +1,8 @@
 """`vlmctl train`'s checks before a worker may run: a dataset and a model to train, remote
 code only when trusted, every row's media readable.
 
-Why apart from run.py: these are the cheap checks that make a run that cannot start cost
-seconds, not a worker's start-up; `run.train` calls them while the worker (started early)
+Why apart from parent.py: these are the cheap checks that make a run that cannot start cost
+seconds, not a worker's start-up; `parent.train` calls them while the worker (started early)
 imports its libraries. No heavy imports at module level.
 """
 
@@ -11,21 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmctl.errors import Finding, VlmctlError
-
-
-def _model_in_hub_cache(model_id: str, revision: str | None) -> bool:
-    """True when the hub cache holds the model's config (no network, no transformers import)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return True
-    for name in ("config.json", "preprocessor_config.json", "processor_config.json"):
-        try:
-            if isinstance(try_to_load_from_cache(model_id, name, revision=revision), str):
-                return True
-        except Exception:  # a malformed id is the loader's error to report
-            return True
-    return False
+from vlmctl.runtime import hub_usable, in_hub_cache
 
 
 def check_ready_to_train(cs) -> None:
@@ -66,12 +52,8 @@ def check_ready_to_train(cs) -> None:
                 hint="set it in vlm_model_config.yaml or pass --model",
             )
         )
-    elif not Path(cs.model_location()).exists() and not _model_in_hub_cache(
-        str(mid), cs.model.revision
-    ):
-        from vlmctl.data.hub import env_offline, hub_reachable
-
-        if env_offline() or not hub_reachable():
+    elif not Path(cs.model_location()).exists() and not in_hub_cache(str(mid), cs.model.revision):
+        if not hub_usable():
             problems.append(
                 cs.finding(
                     "error",
@@ -90,9 +72,8 @@ def check_ready_to_train(cs) -> None:
 def _remote_code_finding(cs) -> Finding | None:
     """A model that needs its own code (auto_map, type unknown to transformers) while
     trust_remote_code is off: the worker would fail after start-up; say it now."""
-    import json
-
     from vlmctl.models.resolve import resolve_model
+    from vlmctl.runtime import read_config
 
     try:
         res = resolve_model(cs.model)
@@ -101,20 +82,9 @@ def _remote_code_finding(cs) -> Finding | None:
     if res.source == "remote_code" or res.trust_remote_code:
         return None
     loc = Path(cs.model_location())
-    config_path: Path | None = loc / "config.json" if loc.is_dir() else None
-    if config_path is None:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(str(res.model_id), "config.json", cs.model.revision)
-            config_path = Path(cached) if isinstance(cached, str) else None
-        except Exception:  # noqa: BLE001 - a malformed id is the loader's to report
-            config_path = None
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path else {}
-    except (OSError, ValueError):
-        return None  # the loader reports an unreadable config with its own words
-    if not isinstance(config, dict) or not config.get("auto_map"):
+    # An unreadable config is the loader's to report, in its own words.
+    config = read_config(loc if loc.is_dir() else str(res.model_id), cs.model.revision) or {}
+    if not config.get("auto_map"):
         return None
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -136,7 +106,7 @@ def preflight(cs) -> None:
     """What `validate` can find cheaply, checked before a worker starts (and before any
     folder is made): remote code without trust, and every row's media (reusing validate's
     row checks without the processor). Raises with every problem, each with its row."""
-    from vlmctl.checks.data_checks import check_media
+    from vlmctl.checks.media_pass import check_media
     from vlmctl.errors import ConfigError, DataError
 
     remote = _remote_code_finding(cs)

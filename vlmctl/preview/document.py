@@ -1,58 +1,14 @@
-"""`vlmctl preview`: the batch `train` would build from some rows, token by token.
-
-The rows go through the ONE collator (`row_to_example`, `VLMCollator.encode_examples` with
-the length policy, then `collate_encoded`), exactly as its `__call__` does for a training
-batch, so what is shown is what is trained on. Each token is shown by what happens to it in the loss:
-- `trained`: its label is not ignore_index (the answer; also prompt tokens when
-  `mask_input_tokens: false`, media tokens when `mask_image_token: false`);
-- `prompt` / `media`: masked because it is prompt text / a media placeholder or marker;
-- `pad`: padding added by the collator (padding is `trained` when `mask_pad_token: false`).
-`part` keeps the collator's own classification (prompt | answer | media | pad) for programs.
-
-Rows are the dataset file's own rows (`eval_size` is not applied, as in `validate`), and
-nothing is written (the same private `datasets` cache as `validate`).
-
-JSON (stable; `version` changes when a key does):
-`{"version": 2, "config_dir", "model": {...}, "rows": [...], "batch": {"tensors": {name:
-{"shape", "dtype"}}, "padding_fraction", "pad_tokens", "total_tokens"}, "samples": [{"row",
-"dropped", "notes" (what was done to the row's media, e.g. a dropped video), "length", "original_length", "truncated", "supervised_tokens", "media_tokens",
-"padding_tokens", "text", "spans": [{"kind", "start", "end", "display"}], "tokens": [{"id",
-"piece", "kind", "part", "label"}]}]}`.
-"""
+"""The preview document: every token by what happens to it in the loss (JSON), and its text
+rendering (rich)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from vlmctl.errors import DataError, Finding, UsageError
-
 PREVIEW_VERSION = 2  # 2: each sample has `notes`
 KINDS = ("trained", "prompt", "media", "pad")
 STYLES = {"trained": "bold green", "prompt": "dim", "media": "magenta", "pad": "grey50"}
 _PART = {0: "pad", 1: "prompt", 2: "media", 3: "answer"}
-
-
-def parse_rows(text: str) -> list[int]:
-    """`0,5,7` or `0-3,9` -> [0, 5, 7] / [0, 1, 2, 3, 9]."""
-    out: list[int] = []
-    for item in (p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        try:
-            if "-" in item:
-                a, b = (int(x) for x in item.split("-", 1))
-                if b < a:
-                    raise ValueError
-                out.extend(range(a, b + 1))
-            else:
-                out.append(int(item))
-        except ValueError:
-            raise UsageError(
-                f"--rows {text!r}: expected row numbers like 0,5,7 or 0-3", hint="rows count from 0"
-            ) from None
-    if not out or any(i < 0 for i in out):
-        raise UsageError(f"--rows {text!r}: expected row numbers >= 0", hint="e.g. --rows 0,5,7")
-    return list(dict.fromkeys(out))
 
 
 def _media_name(piece: str) -> str:
@@ -87,111 +43,6 @@ def _token_kind(part: int, label: int, ignore: int) -> str:
     return "media" if part == 2 else "prompt"
 
 
-def build_preview(cs: Any, rows: list[int] | None = None, batch_size: int | None = None) -> dict:
-    """Encode and collate the chosen rows (default: the first batch) -> the JSON document."""
-    from vlmctl.checks.access import (
-        load_processor_for,
-        model_type_of,
-        private_datasets_cache,
-        quiet_transformers,
-    )
-    from vlmctl.collate import VLMCollator
-    from vlmctl.data.dataset import load_splits
-    from vlmctl.data.messages import row_to_example
-    from vlmctl.models.resolve import resolve_model
-
-    res = resolve_model(cs.model)
-    processor, problem = load_processor_for(cs, res)
-    if processor is None:
-        assert problem is not None
-        raise DataError(
-            Finding(
-                "error",
-                problem.message,
-                hint=problem.hint,
-                file=problem.file,
-                line=problem.line,
-                col=problem.col,
-                key=problem.key,
-                code=problem.code,
-            )
-        )
-    c = cs.collator
-    cfg = c.model_copy(update={"dataset": c.dataset.model_copy(update={"eval_size": None})})
-    with private_datasets_cache():
-        data = load_splits(cfg, cs.dir)
-        ds = data.train
-        n = len(ds)
-        if rows is None:
-            size = batch_size or cs.train.per_device_train_batch_size or 1
-            rows = list(range(min(size, n)))
-        bad = [i for i in rows if i >= n]
-        if bad:
-            raise UsageError(
-                f"--rows: row {bad[0]} is out of range (the train split has {n} "
-                "rows, numbered from 0)",
-                hint=f"use rows 0-{n - 1}",
-            )
-        raw = [ds[i] for i in rows]
-    with quiet_transformers():
-        collator = VLMCollator(
-            processor,
-            c,
-            data.media_dirs,
-            model_type=model_type_of(cs.model_location(), cs.model.revision),
-        )
-        # Exactly what the collator's __call__ does for a training batch, except that every
-        # bad row is reported (validate's way), not only the first.
-        examples, bad_rows = [], []
-        for i, row in zip(rows, raw, strict=True):
-            try:
-                examples.append(collator.fit_media(row_to_example(row, c, i)))
-            except DataError as exc:
-                bad_rows += _at_row(exc.findings, i)
-        encoded = _encode_all(collator, examples, bad_rows)
-        kept = [e for e in encoded if not e.drop_reason]
-        if not kept:
-            raise DataError(
-                Finding(
-                    "error",
-                    f"every chosen row was dropped ({collator.drop_summary()})",
-                    hint="pick other --rows, or raise text_processing.max_length",
-                    key="text_processing.max_length",
-                    code="all-rows-dropped",
-                )
-            )
-        batch = collator.collate_encoded(kept)
-        kinds = collator.kinds_batch(kept, batch["input_ids"].shape[1])
-    return _document(cs, res, rows, encoded, kept, batch, kinds, collator)
-
-
-def _at_row(findings: list[Finding], row: int | None) -> list[Finding]:
-    for f in findings:
-        if f.row is None:
-            f.row = row
-    return list(findings)
-
-
-def _encode_all(collator: Any, examples: list, bad_rows: list[Finding]) -> list:
-    """Encode the rows in one call; when a row fails, find every failing row, then raise
-    one DataError listing them all (as validate does), not only the first."""
-    if not bad_rows:
-        try:
-            return collator.encode_examples(examples)
-        except DataError:
-            if len(examples) == 1:
-                raise
-    encoded = []
-    for ex in examples:
-        try:
-            encoded += collator.encode_examples([ex])
-        except DataError as exc:
-            bad_rows += _at_row(exc.findings, ex.row)
-    if bad_rows:
-        raise DataError(sorted(bad_rows, key=lambda f: -1 if f.row is None else f.row))
-    return collator.encode_examples(examples)
-
-
 def decode_pieces(tok: Any, ids: list[int]) -> list[str]:
     """One display piece per token. Byte-level pieces of non-Latin text (a Chinese character,
     a Korean syllable, an emoji spread over 2-4 tokens) decode to U+FFFD one at a time: such a
@@ -218,7 +69,8 @@ def decode_pieces(tok: Any, ids: list[int]) -> list[str]:
     return out
 
 
-def _document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
+def document(cs, res, rows, encoded, kept, batch, kinds, collator) -> dict:
+    """The JSON document (schema in the package docstring) of the encoded rows and their batch."""
     tok = collator.tokenizer
     ignore = cs.collator.label_masking.ignore_index
     ids_b, labels_b = batch["input_ids"], batch["labels"]

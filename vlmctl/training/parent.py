@@ -132,7 +132,7 @@ def _cli_overrides(req: TrainRequest) -> list[str]:
 
 def _resume_hint(req: TrainRequest, output_dir: Path) -> str:
     """The command that resumes this run; credentials are named, never written out."""
-    from vlmctl.training.manifest import is_secret_override
+    from vlmctl.credentials import is_secret_override
 
     parts = ["vlmctl", "train", str(req.config_dir)]
     if req.output_dir is not None:
@@ -303,8 +303,8 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
     gpus = ln.detect_gpu_count() if gpu_count is None else gpu_count
     preset, nproc, pnotes = pick_preset(req, gpus)
     notes += pnotes
+    from vlmctl.credentials import is_secret_override
     from vlmctl.proc import new_status_dir
-    from vlmctl.training.manifest import is_secret_override
 
     status_dir = new_status_dir()  # mode 0700; removes what a killed earlier run left
     worker_args = [str(cs.dir.resolve()), "--output-dir", str(output_dir)]
@@ -438,7 +438,7 @@ def train(req: TrainRequest, launcher: ln.Launcher | None = None) -> int:
         )
         prof.mark("vlmctl train: dataset, model and media checked (preflight)")
         prof.export(plan.env)
-        return ln.run_launch(
+        return ln.launch_and_wait(
             plan.argv, plan.env, plan.status_dir, launcher, started=early, gate_payload=prof.marks()
         )
     finally:

@@ -34,19 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmctl.checks.access import (
-    load_data,
-    load_processor_for,
-    model_section,
-    model_type_of,
-    private_datasets_cache,
-    quiet_transformers,
-)
+from vlmctl.checks.access import load_data, model_section
 from vlmctl.checks.collect import Collector, Progress, describe
 from vlmctl.checks.columns import column_findings, conversation_findings
 from vlmctl.checks.row_pool import run_rows
 from vlmctl.checks.rows import RowState
 from vlmctl.errors import Finding, VlmctlError
+from vlmctl.quiet import quiet_transformers
+from vlmctl.runtime import private_datasets_cache
 
 HUB_DEFAULT_SAMPLE = 1000
 
@@ -93,7 +88,9 @@ def check_data(cs: Any, opts: DataCheckOptions | None = None) -> DataCheckResult
             summary["skipped"].append("columns and rows: the dataset could not be loaded")
         processor = None
         if res is not None:
-            processor, problem = load_processor_for(cs, res)
+            from vlmctl.runtime import locate, try_processor
+
+            processor, problem = try_processor(cs, locate(cs, res))
             if problem is not None:
                 findings.append(problem)
                 summary["skipped"].append("token lengths and masking: no processor")
@@ -109,16 +106,12 @@ def check_data(cs: Any, opts: DataCheckOptions | None = None) -> DataCheckResult
 
 def _build_collator(cs: Any, data: Any, processor: Any, result: DataCheckResult) -> Any | None:
     """The training collator over this processor, or None with the reason in the result."""
-    from vlmctl.collate import VLMCollator
+    from vlmctl.runtime import build_collator, model_type_of
 
     try:
+        model_type = model_type_of(cs.model_location(), cs.model.revision)
         with quiet_transformers():
-            return VLMCollator(
-                processor,
-                cs.collator,
-                data.media_dirs,
-                model_type=model_type_of(cs.model_location(), cs.model.revision),
-            )
+            return build_collator(processor, cs.collator, data.media_dirs, model_type)
     except VlmctlError as exc:
         result.findings.extend(exc.findings)
         result.summary["skipped"].append("token lengths and masking: the collator cannot be built")
@@ -389,7 +382,7 @@ def _summarise(
         "errors": o["length_error"],
     }
     if summary["truncation"]["over_max_length"]:
-        from vlmctl.checks.budget_advice import fit_advice
+        from vlmctl.validation.budget_advice import fit_advice
 
         advice = fit_advice(cs, col, tp.max_length)
         if advice is not None:
@@ -440,34 +433,3 @@ def _supervised_section(
                 code="all-rows-dropped",
             )
         )
-
-
-def check_media(cs: Any) -> list[Finding]:
-    """`train`'s pre-flight: validate's row checks without the processor, on every row.
-
-    Rows that cannot become an example, and media that is missing, unreadable, truncated or
-    not an image/video, each named by row index (the file's own rows, as `validate` says).
-    No processor is loaded (that costs the worker's start-up); errors only.
-    """
-    from vlmctl.data.dataset import iter_rows
-
-    findings: list[Finding] = []
-    with private_datasets_cache():
-        data, _kind = load_data(cs, findings)
-        if data is None:
-            return [f for f in findings if f.severity == "error"]
-        if any(f.severity == "error" for f in column_findings(cs, list(data.train.column_names))):
-            return []  # the config checks report the mapping; nothing row-level to add
-        col = Collector()
-        splits = [("train", data.train)] + ([("eval", data.eval)] if data.eval is not None else [])
-        for split, ds in splits:  # no processor: transformers and torch stay unimported
-            state = RowState(
-                cfg=cs.collator, media_dirs=data.media_dirs, collator=None, split=split
-            )
-            for r in run_rows(state, iter_rows(ds), 1):
-                if r.fatal:
-                    return [f for f in r.fatal if f.severity == "error"]
-                col.add(r, stats=split == "train")
-        del data
-    found = col.findings + col.overflow_findings()
-    return [f for f in found if f.severity == "error"]

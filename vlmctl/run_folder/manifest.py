@@ -1,23 +1,22 @@
 """`vlmctl-run.json` and `configs/`: what a run was, enough to reproduce it, and no secrets.
 
-`RunManifest` is its one shape: the worker writes through it and `merge` reads through it
-(base model, class, `model_type`, configs); people read it to know which data, code and
-library versions made an adapter. Credentials (`hub_token`, `api_key`, a
-processor's `token`, a value shaped like `hf_...`) are dropped before anything is written,
-wherever they sit; settings whose names merely contain such a word (`mask_pad_token`) stay, so
-`configs/` given back to `vlmctl train` reproduces the run.
+`RunManifest` is its one shape: the worker writes through it and `merge`, `eval` and `demo`
+read through it (base model, class, `model_type`, the typed configs); people read it to know
+which data, code and library versions made an adapter. Credentials are dropped before anything
+is written (`vlmctl.credentials`), so `configs/` given back to `vlmctl train` reproduces the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from vlmctl.credentials import strip_secrets
 
 MANIFEST = "vlmctl-run.json"
 CONFIGS_DIR = "configs"
@@ -35,86 +34,6 @@ PACKAGES = (
     "wandb",
     "pillow",
 )
-# Credentials by what they are: the names libraries and people give them (compared whole,
-# after lower-casing and `-` -> `_`), never a word inside a longer name (`mask_pad_token`,
-# `role_key` and `include_num_input_tokens_seen` are settings).
-SECRET_KEY_NAMES = frozenset(
-    {
-        "token",
-        "hub_token",
-        "hf_token",
-        "push_to_hub_token",
-        "use_auth_token",
-        "auth_token",
-        "access_token",
-        "api_token",
-        "bearer_token",
-        "refresh_token",
-        "api_key",
-        "apikey",
-        "secret",
-        "secret_key",
-        "client_secret",
-        "private_key",
-        "password",
-        "passwd",
-        "credentials",
-    }
-)
-# Name endings that only credentials have (WANDB_API_KEY, db_password, client_secret).
-_SECRET_ENDINGS = ("_api_key", "_apikey", "_password", "_passwd", "_secret", "_access_token",
-                   "_auth_token", "_hub_token", "_hf_token", "_private_key")  # fmt: skip
-# Values shaped like well-known tokens, wherever they sit (a run name, a list item).
-_SECRET_VALUE_RE = re.compile(
-    r"(?<![A-Za-z0-9])(?:hf_[A-Za-z0-9]{20,}|api_org_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}"
-    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}"
-    r"|AKIA[0-9A-Z]{16}|glpat-[A-Za-z0-9_-]{20,})"
-)
-_DROP = object()
-
-
-def is_secret_key(name: Any) -> bool:
-    """A key that names a credential (`hub_token`, `token`, `WANDB_API_KEY`), by its whole name."""
-    low = re.sub(r"[-.\s]+", "_", str(name).strip().lower())
-    return low in SECRET_KEY_NAMES or low.endswith(_SECRET_ENDINGS)
-
-
-def is_secret_value(value: Any) -> bool:
-    """A string that contains something shaped like a hub/API token (`hf_...`, `sk-...`)."""
-    return isinstance(value, str) and _SECRET_VALUE_RE.search(value) is not None
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if is_secret_key(k):
-                continue
-            v = _strip(v)
-            if v is not _DROP:
-                out[k] = v
-        return out
-    if isinstance(value, (list, tuple)):
-        return [v for v in (_strip(x) for x in value) if v is not _DROP]
-    return _DROP if is_secret_value(value) else value
-
-
-def strip_secrets(value: Any) -> Any:
-    """A copy of a JSON-like value without credentials: secret-named keys and token-shaped
-    values are removed, recursively (lists included); every other key is kept as it is."""
-    out = _strip(value)
-    return None if out is _DROP else out
-
-
-def is_secret_override(text: str) -> bool:
-    """A `--set key=value` that sets a credential (by the key's name or the value's shape)."""
-    key, _, raw = text.partition("=")
-    return any(is_secret_key(part) for part in key.split(".")) or is_secret_value(raw)
-
-
-def strip_secret_overrides(overrides: list[str]) -> list[str]:
-    """`--set` texts, without those that set a credential."""
-    return [text for text in overrides if not is_secret_override(text)]
 
 
 def _absolute(cs: Any, value: Any) -> Any:
@@ -264,6 +183,42 @@ class RunManifest:
     def config(self, key: str) -> dict:
         """One of the four saved configs (`model`, `collator`, `train`, `peft`), or {}."""
         return (self.configs or {}).get(key) or {}
+
+    def model_config(self) -> Any:
+        """The run's `ModelConfig`, typed (None when the manifest holds none)."""
+        from vlmctl.config.model import ModelConfig
+
+        return self._typed("model", ModelConfig)
+
+    def collator_config(self) -> Any:
+        """The run's `CollatorConfig`, typed (None when the manifest holds none)."""
+        from vlmctl.config.collator import CollatorConfig
+
+        return self._typed("collator", CollatorConfig)
+
+    def _typed(self, key: str, model: Any) -> Any:
+        """A saved config through its config model: what train validated, merge reads; one
+        line naming the manifest's key when it no longer validates."""
+        data = self.config(key)
+        if not data:
+            return None
+        from pydantic import ValidationError
+
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            from vlmctl.errors import Finding, VlmctlError
+
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise VlmctlError(
+                Finding(
+                    "error",
+                    f"{MANIFEST}: configs.{key}.{where}: {first.get('msg', 'invalid')}",
+                    hint="the run folder was written by another vlmctl version, or edited",
+                    code="manifest-config",
+                )
+            ) from None
 
 
 def read_manifest(path: Path) -> RunManifest:

@@ -24,7 +24,7 @@ def _round_up(n: int, step: int = 64) -> int:
 
 def fit_advice(cs: Any, col: Any, max_length: int) -> dict[str, Any] | None:
     """The changes that make the over-long checked rows fit, as a finding plus a list."""
-    from vlmctl.checks.access import model_type_of
+    from vlmctl.runtime import model_type_of
 
     rows = list(zip(col.lengths, col.media, col.enc_images, col.enc_videos, strict=True))
     over = [r for r in rows if r[0] > max_length]

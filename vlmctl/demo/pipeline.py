@@ -1,159 +1,17 @@
-"""`vlmctl demo`: the whole pipeline, offline, in a few minutes on a laptop CPU.
-
-It builds the tiny Qwen2-VL twin (or uses --model), writes a small image Q/A dataset a model
-can learn (solid-colour images, "What color is this?" -> the colour's name), writes a config
-set from the same templates `vlmctl init` uses, then runs the real verbs: validate -> preview
--> train (through accelerate, like any run) -> merge, and finally asks the merged model about
-held-out images and scores the answers with `vlmctl eval` (its report.html shows every image and
-answer). `demo-report.json` records accuracy (exact match) against chance and links the page.
-
-Why colours: they are the one visual fact a random-weight 2-layer model can learn in ~100
-steps, and the answer is a single word, so scoring needs no judge. The demo keeps vlmctl's
-default `exclude_vision_modules: true` (LoRA on the language model only): the random vision
-tower and projector already carry mean colour, and the adapted language model learns to name
-it (measured: 39/40 held-out right; with the vision tower adapted too, 40/40).
-"""
+"""The demo's steps, each verb run as a user runs it (`python -m vlmctl <verb>`): validate ->
+preview -> train -> merge -> eval; the first failed step ends the demo with one line."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 40),
-    "blue": (30, 60, 220),
-    "yellow": (240, 220, 30),
-    "purple": (130, 40, 170),
-    "orange": (245, 140, 20),
-    "black": (15, 15, 15),
-    "white": (240, 240, 240),
-}
-QUESTION = "What color is this?"
-IMAGE_SIZE = 32
-
-
-@dataclass
-class DemoOptions:
-    """What `vlmctl demo` was asked for."""
-
-    out: Path
-    model: str | None = None
-    steps: int = 120
-    train_images: int = 256
-    eval_images: int = 40
-    seed: int = 0
-    exclude_vision_modules: bool = True
-    lr: float = 2e-3
-    batch_size: int = 8
-    extra_overrides: tuple[str, ...] = ()
-
-
-def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 18):
-    return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)
-
-
-def write_color_dataset(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> dict:
-    """`train.csv` and `eval.csv` (image, question, answer) over solid-colour PNGs.
-
-    Each image is one colour with a little per-pixel noise, so no two images are identical and
-    the held-out ones are new to the model.
-    """
-    from PIL import Image
-
-    rng = random.Random(seed)
-    images = folder / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    names = list(COLORS)
-    out = {}
-    for split, n in (("train", n_train), ("eval", n_eval)):
-        rows = []
-        for i in range(n):
-            name = names[i % len(names)] if split == "eval" else rng.choice(names)
-            base = _jitter(COLORS[name], rng)
-            img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), base)
-            px = img.load()
-            for _ in range(IMAGE_SIZE * 2):
-                x, y = rng.randrange(IMAGE_SIZE), rng.randrange(IMAGE_SIZE)
-                px[x, y] = _jitter(base, rng, 10)
-            rel = f"images/{split}_{i:04d}.png"
-            img.save(folder / rel)
-            rows.append({"image": rel, "question": QUESTION, "answer": name})
-        with (folder / f"{split}.csv").open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["image", "question", "answer"])
-            w.writeheader()
-            w.writerows(rows)
-        out[split] = rows
-    return out
-
-
-def write_config_set(config_dir: Path, model_path: str, opts: DemoOptions) -> None:
-    """The four files, from `vlmctl init`'s templates, with the demo's settings applied."""
-    from ruamel.yaml import YAML
-
-    from vlmctl.config.templates import render_templates
-
-    config_dir.mkdir(parents=True, exist_ok=True)
-    texts = render_templates(model_path)
-    yaml = YAML()  # round-trip: the template comments stay
-    yaml.preserve_quotes = True
-    changes: dict[str, dict[str, Any]] = {
-        "vlm_model_config.yaml": {
-            "loading_params.torch_dtype": "torch.float32",
-            "loading_params.device_map": None,
-        },
-        "vlm_collator_config.yaml": {
-            "dataset.path": "../data/train.csv",
-            "text_processing.max_length": 256,
-            # Learn the answer, not the fixed prompt: a clean signal in few steps.
-            "label_masking.mask_input_tokens": True,
-        },
-        "train_config.yaml": {
-            "output_dir": str(opts.out / "run"),
-            "per_device_train_batch_size": opts.batch_size,
-            "per_device_eval_batch_size": opts.batch_size,
-            "gradient_accumulation_steps": 1,
-            "learning_rate": opts.lr,
-            "max_steps": opts.steps,
-            "lr_scheduler_type": "constant",
-            "warmup_steps": 0,
-            "logging_steps": 10,
-            "eval_steps": None,
-            "save_steps": opts.steps,
-            "save_total_limit": 1,
-            "gradient_checkpointing": False,
-            "bf16": False,
-            "group_by_length": False,
-            "report_to": ["none"],
-            "run_name": "vlmctl-demo",
-            "seed": opts.seed,
-        },
-        "peft_config.yaml": {
-            "r": 16,
-            "lora_alpha": 32,
-            "lora_dropout": 0.0,
-            "exclude_vision_modules": opts.exclude_vision_modules,
-        },
-    }
-    for name, text in texts.items():
-        data = yaml.load(text)
-        for dotted, value in changes.get(name, {}).items():
-            node = data
-            *parents, last = dotted.split(".")
-            for p in parents:
-                node = node[p]
-            node[last] = value
-        with (config_dir / name).open("w", encoding="utf-8") as f:
-            yaml.dump(data, f)
+from vlmctl.demo.colors import COLORS, DemoOptions, write_color_dataset, write_config_set
 
 
 def _vlmctl(*args: str, env: dict | None = None, log: Callable[[str], None]) -> int:
@@ -162,14 +20,6 @@ def _vlmctl(*args: str, env: dict | None = None, log: Callable[[str], None]) -> 
     log(f"$ vlmctl {' '.join(args)}")
     # The verbs' output goes to stderr: the demo's stdout is its JSON report alone.
     return subprocess.call(cmd, env=env, stdout=sys.stderr)
-
-
-def _launch_to_stderr(argv: list[str], env: dict) -> int:
-    """`vlmctl train`'s own launcher, with the workers' stdout sent to stderr."""
-    from vlmctl.training.launch import subprocess_launcher
-
-    status = Path(argv[argv.index("--status-dir") + 1])
-    return subprocess_launcher(argv, env, status, stdout=sys.stderr)
 
 
 def score(
@@ -239,16 +89,15 @@ def _step(steps: dict[str, str], name: str, code: int) -> None:
         raise VlmctlError(Finding("error", f"{name} failed (exit {code})"))
 
 
-def _train(config_dir: Path, opts: DemoOptions, log: Callable[[str], None]) -> int:
-    """`vlmctl train` in-process, its workers' output on stderr; the exit code."""
-    from vlmctl.training.run import TrainRequest
-    from vlmctl.training.run import train as run_train
+def _train(config_dir: Path, opts: DemoOptions, env: dict, log: Callable[[str], None]) -> int:
+    """`vlmctl train` as a user runs it (its workers' output on stderr too); the exit code.
 
-    log(f"$ vlmctl train {config_dir}")
-    return run_train(
-        TrainRequest(config_dir=config_dir, overrides=list(opts.extra_overrides)),
-        launcher=_launch_to_stderr,
-    )
+    A subprocess like every other step: the demo drives the verbs through the CLI and imports
+    none of them."""
+    args = ["train", str(config_dir)]
+    for override in opts.extra_overrides:
+        args += ["--set", override]
+    return _vlmctl(*args, env=env, log=log)
 
 
 def _merge(run_dir: Path, config_dir: Path, env: dict, log: Callable[[str], None]) -> Path:
@@ -307,11 +156,11 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> dict:
     code = _vlmctl("preview", str(config_dir), "--batch-size", "2", env=env, log=log)
     _step(steps, "preview", code)
     t_train = time.monotonic()
-    code = _train(config_dir, opts, log)
+    code = _train(config_dir, opts, env, log)
     train_seconds = time.monotonic() - t_train
     _step(steps, "train", code)
     run_dir = out / "run"
-    from vlmctl.training.manifest import MANIFEST, read_manifest
+    from vlmctl.run_folder.manifest import MANIFEST, read_manifest
 
     manifest = read_manifest(run_dir / MANIFEST)
 

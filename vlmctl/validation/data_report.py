@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vlmctl.checks.data_checks import DataCheckOptions, check_data
 from vlmctl.errors import Finding
+from vlmctl.validation.data_checks import DataCheckOptions, check_data
 
 
 def add_dataset_pass(cs: Any, findings: list[Finding], opts: DataCheckOptions) -> dict | None:

@@ -46,8 +46,8 @@ class GenerationEval(TrainerCallback):
         """Generate, score, write a line (and log to wandb) on the main process only."""
         if not state.is_world_process_zero or model is None or not self.rows:
             return
-        from vlmctl.evaluation import metrics as M
-        from vlmctl.evaluation.generate import LoadedModel, generate_rows
+        from vlmctl import metrics as M
+        from vlmctl.generation import LoadedModel, generate_rows
 
         was_training = model.training
         model.eval()

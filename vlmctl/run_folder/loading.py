@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmctl.errors import Finding, VlmctlError
-from vlmctl.merge.plan import MergePlan
+from vlmctl.run_folder.adapter import AdapterRun
 
 
 def torch_dtype(name: str):
@@ -15,7 +15,7 @@ def torch_dtype(name: str):
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
 
-def resolve_model_class(plan: MergePlan, config=None):
+def resolve_model_class(plan: AdapterRun, config=None):
     """The class training used (manifest), else the Auto class that resolves the config."""
     import transformers
 
@@ -30,13 +30,13 @@ def resolve_model_class(plan: MergePlan, config=None):
     return transformers.AutoModelForImageTextToText
 
 
-def load_config(plan: MergePlan):
+def load_config(plan: AdapterRun):
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(str(plan.base_dir), trust_remote_code=plan.trust_remote_code)
 
 
-def _load(plan: MergePlan, folder: Path):
+def _load(plan: AdapterRun, folder: Path):
     """`from_pretrained` of the resolved class; remote code with vlmctl's compatibility steps
     for 4.x-era modeling code (`vlmctl.models.remote_compat`)."""
     cls = resolve_model_class(plan)
@@ -49,12 +49,12 @@ def _load(plan: MergePlan, folder: Path):
     )
 
 
-def load_base(plan: MergePlan):
+def load_base(plan: AdapterRun):
     """The base model in full precision (never 4/8-bit), in the output dtype."""
     return _load(plan, plan.base_dir)
 
 
-def load_adapter_model(plan: MergePlan, base_model):
+def load_adapter_model(plan: AdapterRun, base_model):
     """The base with the adapter attached (unmerged): the reference the merge is verified on."""
     from peft import PeftModel
 
@@ -71,17 +71,6 @@ def load_adapter_model(plan: MergePlan, base_model):
     return model.eval()
 
 
-def load_processor(folder: Path, trust: bool):
-    """The folder's processor (vlmctl's adapter for InternVL2, which ships none)."""
-    from transformers import AutoProcessor
-
-    from vlmctl.models.internvl_chat import wrap_processor
-
-    return wrap_processor(
-        AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust), folder
-    )
-
-
-def reload_merged(plan: MergePlan, folder: Path):
+def reload_merged(plan: AdapterRun, folder: Path):
     """The written merged folder, loaded like the base (to verify it)."""
     return _load(plan, folder).eval()
