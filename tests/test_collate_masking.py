@@ -123,3 +123,14 @@ def test_add_generation_prompt_only_after_a_final_user_turn(tiny_model_dir):
     # a chat that ends with the answer gets no dangling assistant header
     enc = col.encode_example(chat(["red"]))
     assert enc.text.endswith("red<|im_end|>\n")
+
+
+def test_kinds_are_uint8_and_labels_int64(tiny_model_dir):
+    """EncodedExample.kinds is documented uint8 (one byte per token, kept for every encoded
+    row, and `kinds_batch` pads into uint8); labels are int64, the dtype the loss's
+    cross-entropy takes as targets."""
+    col = _collator(tiny_model_dir, "qwen2_vl", mask_input_tokens=True)
+    enc = col.encode_example(chat(["red"]))
+    assert enc.kinds.dtype == torch.uint8
+    assert enc.labels.dtype == torch.int64
+    assert col.kinds_batch([enc]).dtype == torch.uint8
