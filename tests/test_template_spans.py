@@ -132,9 +132,16 @@ def test_generation_prompt_unlike_a_past_answer_starts_the_span_where_they_diver
     assert [full[s:e] for s, e in spans] == ["red </s>", "blue </s>"]
 
 
-def test_no_prefix_holds_is_a_template_spans_error_with_the_marker_hint():
+@pytest.mark.parametrize(
+    "chat",
+    [
+        [u("q1"), a("red"), u("q2"), a("blue")],  # through turn 1 is not a prefix of the chat
+        [u("q1"), a("red")],  # neither the prompted nor the bare chat before it is a prefix
+    ],
+)
+def test_no_prefix_holds_is_a_template_spans_error_with_the_marker_hint(chat):
     with pytest.raises(VlmctlError) as info:
-        renderer(FOOTER).assistant_char_spans_many([[u("q1"), a("red"), u("q2"), a("blue")]])
+        renderer(FOOTER).assistant_char_spans_many([chat])
     finding = info.value.findings[0] if hasattr(info.value, "findings") else info.value.finding
     assert finding.code == "template-spans"
     assert finding.message == (
@@ -148,7 +155,7 @@ def test_an_answer_that_renders_as_nothing_has_no_span():
     """A template that prints only an assistant's content: an empty answer spans nothing."""
     bare = (
         "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] }}"
-        "{% else %}U: {{ m['content'] }}{{ '\\n' }}{% endif %}{% endfor %}"
+        "{% else %}U: {{ m['content'] }};{% endif %}{% endfor %}"
     )
     out = renderer(bare).assistant_char_spans_many([[u("q"), a(""), u("r"), a("ok")]])
     assert texts(out) == [["ok"]]
