@@ -185,3 +185,11 @@ def test_span_start_after_a_placeholder_shifts_and_replacements_sort_by_position
     media, shifted = _expanded_spans(repl, [[17, 20], [47, 50], [9, 10]])
     assert media == [(10, 30), (53, 60)]
     assert shifted == [(30, 33), (60, 63), (9, 10)]
+
+
+def test_a_chat_opening_with_an_answer_spans_it_from_the_start():
+    """Nothing renders before a leading assistant turn: its span starts at 0 (the template's
+    header for it included, as nothing tells header from answer there)."""
+    ((full, spans),) = renderer(THINK).assistant_char_spans_many([[a("hi"), u("q"), a("ok")]])
+    assert [full[s:e] for s, e in spans] == ["A: hi </s>", "ok </s>"]
+    assert spans[0][0] == 0
