@@ -16,6 +16,10 @@ Each timing is the best of `--repeat` runs (the machine is shared; the best run 
 disturbed). Prints a markdown table; `--append BENCHMARKS.md` appends it with the command.
 
     python benchmarks/bench_validate.py [--rows 1000] [--repeat 2] [--append BENCHMARKS.md]
+
+`--video-only ROWS`: only validate's row pass on ROWS generated video rows, the shape path
+(frames decoded, video tokens from their shapes: `vlmctl.models.video_tokens`) vs the pixel
+path forced, with the same findings checked.
 """
 
 from __future__ import annotations
