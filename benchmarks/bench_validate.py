@@ -16,6 +16,10 @@ Each timing is the best of `--repeat` runs (the machine is shared; the best run 
 disturbed). Prints a markdown table; `--append BENCHMARKS.md` appends it with the command.
 
     python benchmarks/bench_validate.py [--rows 1000] [--repeat 2] [--append BENCHMARKS.md]
+
+`--video-only ROWS`: only validate's row pass on ROWS generated video rows, the shape path
+(frames decoded, video tokens from their shapes: `vlmctl.models.video_tokens`) vs the pixel
+path forced, with the same findings checked.
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ def _untimed(doc):
     return doc
 
 
-def validate_pass(config: Path, num_proc: int, pixels: bool = False) -> tuple[float, int, dict]:
+def validate_pass(
+    config: Path, num_proc: int, pixels: bool = False, key: str | None = None
+) -> tuple[float, int, dict]:
     from vlmctl.config.load import load_config_set
     from vlmctl.models.media_tokens import PIXEL_ENV
     from vlmctl.validation.data_checks import DataCheckOptions, check_data
@@ -123,7 +129,7 @@ def validate_pass(config: Path, num_proc: int, pixels: bool = False) -> tuple[fl
     assert not bad, bad
     s = result.summary
     outcome = ([f.one_line() for f in result.findings], _untimed(s))
-    _OUTCOMES.setdefault("pixels" if pixels else "sizes", outcome)
+    _OUTCOMES.setdefault(key or ("pixels" if pixels else "sizes"), outcome)
     return s["row_pass_seconds"], s["rows"]["checked"], s
 
 
@@ -147,6 +153,82 @@ def peak_rss_mb(config: Path) -> tuple[float, float]:
     return int(line[-1].split()[1]) / 1024, wall
 
 
+def write_video_set(folder: Path, model: Path, clips: int, rows: int) -> Path:
+    """A content-parts JSONL of `rows` video rows over `clips` generated H.264 clips (48
+    frames of 320x240 noise at 24 fps, 8 sampled per clip), and its config set."""
+    import av
+    import numpy as np
+
+    media = folder / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    for c in range(clips):
+        with av.open(str(media / f"clip{c}.mp4"), "w") as out:
+            stream = out.add_stream("libx264", rate=24)
+            stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+            rng = np.random.default_rng(c)
+            for _ in range(48):
+                arr = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+                for pkt in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                    out.mux(pkt)
+            for pkt in stream.encode():
+                out.mux(pkt)
+    with open(folder / "videos.jsonl", "w", encoding="utf-8") as f:
+        for i in range(rows):
+            user = [{"type": "video", "video": f"media/clip{i % clips}.mp4"}]
+            user.append({"type": "text", "text": f"What happens in clip {i}?"})
+            answer = [{"type": "text", "text": f"Noise, take {i}."}]
+            msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+    cfg = folder / "set"
+    cfg.mkdir()
+    (cfg / "vlm_model_config.yaml").write_text(f'model_name_or_path: "{model}"\n')
+    (cfg / "vlm_collator_config.yaml").write_text(
+        f"""dataset:
+  path: "{folder / "videos.jsonl"}"
+data_processing:
+  image_data: false
+  video_data: true
+conversation:
+  column: messages
+  images_column: null
+  videos_column: null
+video_processing:
+  frame_extraction:
+    num_frames: 8
+text_processing:
+  max_length: 2048
+"""
+    )
+    (cfg / "train_config.yaml").write_text("report_to: []\n")
+    (cfg / "peft_config.yaml").write_text("r: 8\n")
+    return cfg
+
+
+def video_case(tmp_path: Path, model: Path, repeat: int, rows: int) -> list[str]:
+    """validate's row pass on video rows: shape path vs pixel path forced (same findings)."""
+    cfg = write_video_set(tmp_path / "video", model, clips=20, rows=rows)
+    best: dict[bool, tuple[float, int, dict]] = {}
+    for _ in range(repeat):
+        for pixels in (False, True):
+            got = validate_pass(cfg, 1, pixels=pixels, key=f"video-{pixels}")
+            if pixels not in best or got[0] < best[pixels][0]:
+                best[pixels] = got
+    same = _OUTCOMES["video-False"] == _OUTCOMES["video-True"]
+    (fast, n, _), (slow, _, _) = best[False], best[True]
+    return [
+        "",
+        "| video rows (20 clips, 48 frames 320x240, 8 sampled), --num-proc 1 | rows "
+        f"| seconds (best of {repeat}) | rows/s | vs pixel path |",
+        "|---|---:|---:|---:|---:|",
+        f"| frames decoded, video processor on shapes (meta tensors) | {n} | {fast:.2f} "
+        f"| {n / fast:.1f} | {slow / fast:.2f}x |",
+        f"| pixel path forced | {n} | {slow:.2f} | {n / slow:.1f} | 1.00x |",
+        "",
+        f"Findings and summary counts, video rows, shape path vs pixel path forced: "
+        f"{'identical' if same else 'DIFFERENT'}.",
+    ]
+
+
 def _uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -161,6 +243,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--append", type=Path, help="append the results to this markdown file")
+    ap.add_argument("--video-only", type=int, metavar="ROWS", help="only the video-row case")
     args = ap.parse_args()
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is not present", file=sys.stderr)
@@ -172,6 +255,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-validate-") as tmp:
         tmp_path = Path(tmp)
         model = build_tiny_model("qwen2_vl", tmp_path / "qwen2_vl")
+        if args.video_only:
+            text = "\n".join(video_case(tmp_path, model, args.repeat, args.video_only))
+            text = f"`uptime`: {_uptime()}\n{text}\n"
+            print(text)
+            if args.append:
+                with open(args.append, "a", encoding="utf-8") as f:
+                    f.write("\n" + text)
+            return 0
         cfg1k = write_set(tmp_path / "set1k", SHARED / "vqa.csv", model)
         cfg10k = write_set(tmp_path / "set10k", repeated_csv(tmp_path / "vqa10k.csv", 10), model)
 

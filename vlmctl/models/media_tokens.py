@@ -16,8 +16,9 @@ validate's collator:
   tokenizer and every later step are the processor's own, so the ids are the same.
 
 Families (or settings) without such exact arithmetic keep the pixel path: `media_counter`
-returns None for them. Videos always take the pixel path. `VLMCTL_PIXEL_COUNT=1` forces the
-pixel path (the tests compare both).
+returns None for them. Video frames are still decoded (every finding is the decoder's own);
+on Qwen2/2.5/3-VL the video processor then counts from their shapes (`models.video_tokens`).
+`VLMCTL_PIXEL_COUNT=1` forces the pixel path (the tests compare both).
 """
 
 from __future__ import annotations
@@ -295,14 +296,20 @@ def _fast_process_images(build: Callable, real: Callable):
 
 def fast_processor(processor: Any) -> Any | None:
     """A shallow copy of `processor` whose images are counted from `SizedImage` sizes (other
-    images still take the real pipeline); None where the arithmetic is not exact."""
+    images still take the real pipeline), and whose videos from their frames' shapes where
+    that is exact; None where the image arithmetic is not exact."""
     build = media_counter(processor)
     if build is None:
         return None
+    from vlmctl.models.video_tokens import shape_only_video_processor
+
     fast = copy.copy(processor)
     fast._process_images = types.MethodType(
         _fast_process_images(build, processor._process_images), fast
     )
+    video_processor = shape_only_video_processor(processor)
+    if video_processor is not None:
+        fast.video_processor = video_processor
     return fast
 
 
