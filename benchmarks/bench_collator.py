@@ -11,6 +11,12 @@ Two vlmctl lines, each against TRL (ready `messages` + PIL images, padding-only 
   the collator's own work on TRL's input, masking included).
 
     python benchmarks/bench_collator.py [--family qwen2_vl] [--rows 256] [--batch 8] [--repeat 5]
+
+`--breakdown`: then time, per batch (best of the repeats), what only masking costs on the
+raw-rows side: the prompt renders the answer spans need (the chats before each answer, rendered
+with the generation prompt; TRL renders each chat once) and the span/kind/label arrays
+(`mark_offsets`, `kinds_np`, `labels_np`; TRL clones `input_ids`), and prints vlmctl's time
+without them beside TRL's.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (all sides)")
+    ap.add_argument("--breakdown", action="store_true", help="time what only masking costs")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -142,6 +149,66 @@ def main() -> None:
     for side, label in labels.items():
         o, oc = rate(side, 0), rate(side, 1)
         print(f"| {label} | {o:.0f} | {o / t:.2f}x | {oc:.0f} | {oc / tc:.2f}x |")
+    if args.breakdown:
+        masking_breakdown(ours, rows, batches, args.repeat, time_trl)
+
+
+def masking_breakdown(ours, rows, batches, repeat, time_trl) -> None:
+    """Per batch: vlmctl's raw-rows time, the part of it only masking needs, and TRL's time.
+
+    Why: TRL's collator here trains on every token (padding-only labels); the prompt renders
+    and the label arrays are what vlmctl's masking costs on top, so they are timed apart.
+    """
+    import time
+
+    import vlmctl.collate.encode as encode_mod
+
+    spent = {"prefix renders": 0.0, "span/kind/label arrays": 0.0}
+
+    def timing(key, fn, only=None):
+        def wrapped(*a, **kw):
+            if only is not None and not only(*a, **kw):
+                return fn(*a, **kw)
+            t0 = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[key] += time.process_time() - t0
+
+        return wrapped
+
+    renderer = ours.renderer
+    # add_generation_prompt=True renders are the chats before each answer (span starts);
+    # the False ones are the training text itself, which TRL renders too.
+    renderer.render_many = timing(
+        "prefix renders", renderer.render_many, lambda convs, flag, *a, **k: flag
+    )
+    for name in ("mark_offsets", "kinds_np", "labels_np"):
+        setattr(encode_mod, name, timing("span/kind/label arrays", getattr(encode_mod, name)))
+    best: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for j, (lo, hi) in enumerate(batches):
+            for key in spent:
+                spent[key] = 0.0
+            t0 = time.process_time()
+            ours(rows[lo:hi])
+            total = time.process_time() - t0
+            figures = {
+                "vlmctl raw rows (masked)": total,
+                **spent,
+                "vlmctl without the masking-only parts": total - sum(spent.values()),
+                "TRL (padding-only labels)": time_trl(lo, hi)[1],
+            }
+            for key, value in figures.items():
+                row = best.setdefault(key, [float("inf")] * len(batches))
+                row[j] = min(row[j], value)
+    trl = sum(best["TRL (padding-only labels)"])
+    print()
+    print("| CPU time per batch (best of the repeats) | ms | vs TRL |")
+    print("|---|---:|---:|")
+    for key, values in best.items():
+        ms = 1000 * sum(values) / len(values)
+        print(f"| {key} | {ms:.3f} | {sum(values) / trl:.2f}x |")
 
 
 if __name__ == "__main__":
