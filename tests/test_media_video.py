@@ -319,6 +319,24 @@ def test_decord_failure_falls_back_to_pyav(clips, monkeypatch):
     assert clip.notes == ["decord failed (decord exploded); used PyAV"]
 
 
+def test_a_decord_error_reads_the_same_at_any_time_of_day(clips, monkeypatch):
+    """decord's C++ errors carry its log prefix (clock time, build path): the note keeps
+    only what went wrong, so the same failure reads the same in every run."""
+
+    def broken(*_a, **_k):
+        raise RuntimeError(
+            "[10:16:39] /github/workspace/src/video/video_reader.cc:83: ERROR opening: "
+            "x.mp4, Invalid data found when processing input"
+        )
+
+    monkeypatch.setattr(video_mod, "backend_available", lambda b: True)
+    monkeypatch.setitem(video_mod.READERS, "decord", broken)
+    clip = load_video_frames(clips["h264_mp4"], library="decord")
+    assert clip.notes == [
+        "decord failed (ERROR opening: x.mp4, Invalid data found when processing input); used PyAV"
+    ]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("cv2") is None, reason="OpenCV is not installed")
 def test_cv2_backend(clips):
     clip = load_video_frames(clips["h264_mp4"], library="cv2")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,8 +218,14 @@ def _describe(exc: BaseException) -> str:
         return "no frames"
     if isinstance(exc, NoVideoStream):
         return "no video stream"
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = _DECORD_LOG_PREFIX.sub("", " ".join(str(exc).split())) or type(exc).__name__
     return text[:160]
+
+
+# decord's C++ errors start with its log prefix: "[10:16:39] /github/workspace/src/video/
+# video_reader.cc:83: ". The clock time would make the same failure read differently on each
+# run (and in CI diffs), and the build path says nothing to the user: both are dropped.
+_DECORD_LOG_PREFIX = re.compile(r"\[\d{1,2}:\d{2}:\d{2}\]\s*(?:\S+\.(?:cc|cpp|h):\d+:\s*)?")
 
 
 def _video_error(
