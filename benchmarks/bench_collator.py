@@ -15,8 +15,9 @@ Two vlmctl lines, each against TRL (ready `messages` + PIL images, padding-only 
 `--breakdown`: then time, per batch (best of the repeats), what only masking costs on the
 raw-rows side: the prompt renders the answer spans need (the chats before each answer, rendered
 with the generation prompt; TRL renders each chat once) and the span/kind/label arrays
-(`mark_offsets`, `kinds_np`, `labels_np`; TRL clones `input_ids`), and prints vlmctl's time
-without them beside TRL's.
+(`mark_offsets`, `kinds_np`, `labels_np`; TRL clones `input_ids`), and what building messages
+and images from a raw row costs (`row_to_example`, `load_image`; TRL is handed both), and prints
+vlmctl's time without them beside TRL's.
 """
 
 from __future__ import annotations
@@ -162,8 +163,11 @@ def masking_breakdown(ours, rows, batches, repeat, time_trl) -> None:
     import time
 
     import vlmctl.collate.encode as encode_mod
+    import vlmctl.data.messages as messages_mod
 
-    spent = {"prefix renders": 0.0, "span/kind/label arrays": 0.0}
+    masking = ("prefix renders", "span/kind/label arrays")
+    building = "raw row -> messages + images (TRL is handed these)"
+    spent = dict.fromkeys((*masking, building), 0.0)
 
     def timing(key, fn, only=None):
         def wrapped(*a, **kw):
@@ -185,6 +189,8 @@ def masking_breakdown(ours, rows, batches, repeat, time_trl) -> None:
     )
     for name in ("mark_offsets", "kinds_np", "labels_np"):
         setattr(encode_mod, name, timing("span/kind/label arrays", getattr(encode_mod, name)))
+    messages_mod.row_to_example = timing(building, messages_mod.row_to_example)
+    ours._load_media = timing(building, ours._load_media)
     best: dict[str, list[float]] = {}
     for _ in range(repeat):
         for j, (lo, hi) in enumerate(batches):
@@ -196,7 +202,8 @@ def masking_breakdown(ours, rows, batches, repeat, time_trl) -> None:
             figures = {
                 "vlmctl raw rows (masked)": total,
                 **spent,
-                "vlmctl without the masking-only parts": total - sum(spent.values()),
+                "vlmctl without the masking-only parts": total - sum(spent[k] for k in masking),
+                "vlmctl without those and the row building": total - sum(spent.values()),
                 "TRL (padding-only labels)": time_trl(lo, hi)[1],
             }
             for key, value in figures.items():
