@@ -4,6 +4,7 @@ whose generation prompt is not what a past answer renders as, and span ends next
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -187,9 +188,50 @@ def test_span_start_after_a_placeholder_shifts_and_replacements_sort_by_position
     assert shifted == [(30, 33), (60, 63), (9, 10)]
 
 
-def test_a_chat_opening_with_an_answer_spans_it_from_the_start():
-    """Nothing renders before a leading assistant turn: its span starts at 0 (the template's
-    header for it included, as nothing tells header from answer there)."""
+def test_a_chat_opening_with_an_answer_spans_the_answer_not_the_turn_header():
+    """Nothing renders before a leading assistant turn, yet its header does: the span starts
+    where the same turn rendered with no content departs from it."""
     ((full, spans),) = renderer(THINK).assistant_char_spans_many([[a("hi"), u("q"), a("ok")]])
-    assert [full[s:e] for s, e in spans] == ["A: hi </s>", "ok </s>"]
-    assert spans[0][0] == 0
+    assert [full[s:e] for s, e in spans] == ["hi </s>", "ok </s>"]
+    assert full[: spans[0][0]] == "A: "
+
+
+QWEN2_VL_TEMPLATE = Path(__file__).parent / "realkit" / "qwen2_vl" / "chat_template.jinja"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [a("hi"), {"role": "assistant", "content": [{"type": "text", "text": "hi"}]}],
+    ids=["text", "parts"],
+)
+def test_a_leading_answer_on_qwen2_vls_released_template_trains_no_system_prompt(first):
+    """Qwen2-VL's released template puts a default system prompt and the assistant header
+    before a leading answer: neither is inside its span (it was, whole, before the fix)."""
+    r = renderer(QWEN2_VL_TEMPLATE.read_text(encoding="utf-8"))
+    ((full, spans),) = r.assistant_char_spans_many([[first, u("q"), a("ok")]])
+    assert full.startswith("<|im_start|>system\nYou are a helpful assistant.")
+    assert [full[s:e] for s, e in spans] == ["hi<|im_end|>", "ok<|im_end|>"]
+
+
+def test_a_leading_answer_that_opens_like_the_turns_closing_is_spanned_from_its_start():
+    """An answer opening with the template's own closing text would carry the departure point
+    into the answer; the answer's last whole occurrence caps it."""
+    r = renderer(QWEN2_VL_TEMPLATE.read_text(encoding="utf-8"))
+    ((full, spans),) = r.assistant_char_spans_many([[a("<|im_end|>odd")]])
+    assert [full[s:e] for s, e in spans] == ["<|im_end|>odd<|im_end|>"]
+
+
+def test_a_template_refusing_an_empty_turn_still_finds_a_leading_answer():
+    """The empty-turn render is a probe: a template that refuses it falls back on where the
+    answer's text appears, and on the whole render when that is not found either."""
+    refuses = THINK.replace(
+        "{% for m in messages %}",
+        "{% for m in messages %}{% if not m['content'] %}{{ raise_exception('empty') }}{% endif %}",
+    )
+    ((full, spans),) = renderer(refuses).assistant_char_spans_many([[a("hi"), u("q"), a("ok")]])
+    assert [full[s:e] for s, e in spans] == ["hi </s>", "ok </s>"]
+    # Text the template changes (here upper-cased) is not found: the whole turn is the span,
+    # as before, rather than no span (an answer that silently trains nothing).
+    shouts = refuses.replace("A: {{ m['content'] }}", "A: {{ m['content'] | upper }}")
+    ((full, spans),) = renderer(shouts).assistant_char_spans_many([[a("hi")]])
+    assert [full[s:e] for s, e in spans] == ["A: HI </s>"]

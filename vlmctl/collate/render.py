@@ -183,7 +183,7 @@ class ChatRenderer:
             through = rendered[False][(i, k + 1)]
             if not full.startswith(through):
                 raise self._template_error("a chat prefix does not render as a prefix")
-            start = 0
+            start = 0 if k else self._leading_answer_start(msg, through)
             if k:
                 head = rendered[True][(i, k)]
                 start = len(head)
@@ -199,6 +199,38 @@ class ChatRenderer:
             if end > start:
                 spans.append([start, end])
         return spans
+
+    def _leading_answer_start(self, msg: dict, through: str) -> int:
+        """Where a chat's FIRST message, an answer, starts in `through` (its render).
+
+        Nothing renders before it to measure against, yet the template may put a default system
+        prompt and the turn's header there (Qwen2-VL: "<|im_start|>system\nYou are a helpful
+        assistant.<|im_end|>\n<|im_start|>assistant\n"): the answer starts where the render of
+        the same turn with no content departs from it. An answer that opens with the template's
+        own closing text would push that point into the answer: the last place its first text
+        part appears whole caps it.
+        """
+        content = msg.get("content")
+        empty = [] if isinstance(content, list) else ""
+        try:
+            bare = self.render_many([[{**msg, "content": empty}]], False)[0]
+            start = len(os.path.commonprefix([bare, through]))
+        except Exception:  # noqa: BLE001 - a template that refuses an empty turn
+            start = len(through)
+        parts = (
+            [content]
+            if isinstance(content, str)
+            else [
+                p.get("text")
+                for p in content or []
+                if isinstance(p, Mapping) and p.get("type") == "text"
+            ]
+        )
+        first = next((t.strip() for t in parts if isinstance(t, str) and t.strip()), "")
+        at = through.rfind(first) if first else -1
+        if at >= 0:
+            start = min(start, at)
+        return 0 if start >= len(through) else start
 
     def _template_error(self, what: str) -> VlmctlError:
         return VlmctlError(
