@@ -85,6 +85,53 @@ def test_dry_run_of_one_cpu_process_prints_the_direct_command(tmp_path, monkeypa
         shutil.rmtree(plan.status_dir, ignore_errors=True)
 
 
+def test_the_worker_trains_only_the_config_set_train_checked(tmp_path, monkeypatch):
+    """`train` checks the set, then the worker parses it again once the pre-flight is done (on
+    every machine): a file edited in between stops the worker with one line naming it, before
+    anything is loaded or written."""
+    from vlmctl.config.load import file_digests
+
+    monkeypatch.delenv(ln.FORCE_ACCELERATE_ENV, raising=False)
+    config = _make_set(tmp_path, "unused-model-id")
+    plan = plan_run(TrainRequest(config_dir=config, output_dir=tmp_path / "run"), gpu_count=0)
+    try:
+        digest = plan.argv[plan.argv.index("--config-digest") + 1]
+        assert json.loads(digest) == file_digests(config)
+        train_yaml = config / "train_config.yaml"
+        train_yaml.write_text(train_yaml.read_text() + "# edited after the check\n")
+        env = {**plan.env, "PYTHONPATH": str(REPO)}
+        r = subprocess.run(plan.argv, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        import shutil
+
+        shutil.rmtree(plan.status_dir, ignore_errors=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    assert "train_config.yaml changed after `vlmctl train` checked" in errors[0]
+    assert str(train_yaml) in errors[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_digests_name_every_changed_or_missing_file(tmp_path):
+    from vlmctl.config.load import check_unchanged, file_digests
+    from vlmctl.errors import ConfigError
+
+    config = _make_set(tmp_path, "unused-model-id")
+    before = json.dumps(file_digests(config))
+    check_unchanged(config, before)  # untouched: no error
+    (config / "peft_config.yaml").unlink()
+    (config / "vlm_model_config.yaml").write_text(
+        (config / "vlm_model_config.yaml").read_text().replace("unused-model-id", "other-id")
+    )
+    with pytest.raises(ConfigError) as info:
+        check_unchanged(config, before)
+    (finding,) = info.value.findings
+    assert finding.message.startswith("vlm_model_config.yaml, peft_config.yaml changed")
+    assert finding.file == str(config / "vlm_model_config.yaml")
+    assert finding.code == "config-changed"
+
+
 def test_a_refused_run_kills_the_early_worker_and_writes_nothing(tmp_path, monkeypatch):
     """A missing image found by the pre-flight: the worker started early is killed at its
     gate; no output folder, no status folder left."""

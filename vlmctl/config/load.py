@@ -10,7 +10,9 @@ the key path and a fix hint. pydantic's messages are rewritten into the config's
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,3 +434,37 @@ def load_config_set(directory: str | Path, overrides: Iterable[str | Override] =
     if cs is None:
         raise ConfigError([f for f in findings if f.severity == "error"])
     return cs
+
+
+def file_digests(directory: Path | str) -> dict[str, str]:
+    """sha256 of each of the set's four files, by file name ("missing" when absent).
+
+    Why: `vlmctl train` checks the set, then each rank parses it again when it starts (after
+    the pre-flight, on every machine); comparing these tells a rank that it would train a set
+    edited in between instead of the one that was checked.
+    """
+    out: dict[str, str] = {}
+    for name in FILES.values():
+        try:
+            out[name] = hashlib.sha256((Path(directory) / name).read_bytes()).hexdigest()
+        except OSError:
+            out[name] = "missing"
+    return out
+
+
+def check_unchanged(directory: Path | str, expected: str) -> None:
+    """Raise ConfigError when the set's files differ from `expected` (`file_digests` as JSON)."""
+    was = json.loads(expected)
+    now = file_digests(directory)
+    changed = [name for name in FILES.values() if was.get(name) != now.get(name)]
+    if changed:
+        raise ConfigError(
+            Finding(
+                "error",
+                f"{', '.join(changed)} changed after `vlmctl train` checked the config set; "
+                "the run would train a set nobody checked",
+                file=str(Path(directory) / changed[0]),
+                hint="edit the configs before starting a run, then start it again",
+                code="config-changed",
+            )
+        )

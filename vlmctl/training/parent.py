@@ -8,6 +8,7 @@ No heavy imports here: the CLI stays fast and accelerate/torch load only in the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -276,9 +277,10 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
 
     Raises ConfigError (every config problem) or UsageError (flags, used output folder).
     """
-    from vlmctl.config.load import load_config_set
+    from vlmctl.config.load import file_digests, load_config_set
 
     overrides = _cli_overrides(req)
+    digests = file_digests(req.config_dir)  # read first: a later edit then shows as a change
     cs = load_config_set(req.config_dir, overrides)
     output_dir = (req.output_dir or cs.output_dir).expanduser().resolve()
     if req.resume and req.overwrite:
@@ -303,21 +305,11 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
     gpus = ln.detect_gpu_count() if gpu_count is None else gpu_count
     preset, nproc, pnotes = pick_preset(req, gpus)
     notes += pnotes
-    from vlmctl.credentials import is_secret_override
     from vlmctl.proc import new_status_dir
 
     status_dir = new_status_dir()  # mode 0700; removes what a killed earlier run left
-    worker_args = [str(cs.dir.resolve()), "--output-dir", str(output_dir)]
-    secret = [o for o in overrides if is_secret_override(o)]
-    for o in overrides:
-        if o not in secret:
-            worker_args += ["--set", o]
-    if secret:
-        worker_args += ["--secret-overrides", str(write_private_overrides(status_dir, secret))]
-    if resume_from is not None:
-        worker_args += ["--resume", str(resume_from)]
-    worker_args += ["--status-dir", str(status_dir)]
-    worker_args += ["--resume-hint", _resume_hint(req, output_dir)]
+    worker_args = _worker_args(req, cs.dir, output_dir, overrides, status_dir, resume_from)
+    worker_args += ["--config-digest", json.dumps(digests, sort_keys=True)]
     threads = _cpu_threads(preset, nproc)
     env = dict(os.environ)
     env_added: dict[str, str] = {}
@@ -350,6 +342,31 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
         config_set=cs,
         env_added=env_added,
     )
+
+
+def _worker_args(
+    req: TrainRequest,
+    config_dir: Path,
+    output_dir: Path,
+    overrides: list[str],
+    status_dir: Path,
+    resume_from: Path | None,
+) -> list[str]:
+    """The worker's command line: credentials go in a private file, never in argv."""
+    from vlmctl.credentials import is_secret_override
+
+    args = [str(config_dir.resolve()), "--output-dir", str(output_dir)]
+    secret = [o for o in overrides if is_secret_override(o)]
+    for o in overrides:
+        if o not in secret:
+            args += ["--set", o]
+    if secret:
+        args += ["--secret-overrides", str(write_private_overrides(status_dir, secret))]
+    if resume_from is not None:
+        args += ["--resume", str(resume_from)]
+    args += ["--status-dir", str(status_dir)]
+    args += ["--resume-hint", _resume_hint(req, output_dir)]
+    return args
 
 
 def _clear_for_run(req: TrainRequest, plan: Plan) -> None:

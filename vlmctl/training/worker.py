@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--secret-overrides", default=None, help="private JSON file of credential overrides"
     )
+    p.add_argument(
+        "--config-digest", default=None, help="the set's file digests `vlmctl train` checked"
+    )
     return p.parse_args(argv)
 
 

@@ -131,11 +131,13 @@ def _set_up(args: argparse.Namespace, overrides: list[str]) -> _Run:
 
     prof.mark_process_start("worker: process started (launcher before it)")
     prof.mark("worker: python + vlmctl worker module imported")
-    from vlmctl.config.load import load_config_set
+    from vlmctl.config.load import check_unchanged, load_config_set
     from vlmctl.training.callbacks import rank_env
 
     _rank, local_rank, world = rank_env()
     output_dir = Path(args.output_dir).resolve()
+    if getattr(args, "config_digest", None):
+        check_unchanged(args.config_dir, args.config_digest)
     cs = load_config_set(args.config_dir, overrides)
     from vlmctl.quiet import quiet_bitsandbytes
 
