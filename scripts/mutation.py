@@ -80,6 +80,7 @@ TARGETS = (
             "vlmctl.collate.render.xǁChatRendererǁ_prefix_renders__mutmut_*",
             "vlmctl.collate.render.xǁChatRendererǁ_spans_from_prefixes__mutmut_*",
             "vlmctl.collate.render.xǁChatRendererǁ_leading_answer_start__mutmut_*",
+            "vlmctl.collate.render.x_first_text__mutmut_*",
             "vlmctl.collate.labels.x__expanded_spans__mutmut_*",
         ),
         ("tests/test_collate_masking.py", "tests/test_chat.py", "tests/test_template_spans.py"),

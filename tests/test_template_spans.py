@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from vlmctl.collate.labels import _expanded_spans
-from vlmctl.collate.render import ChatRenderer, _is_plain
+from vlmctl.collate.render import ChatRenderer, _is_plain, first_text
 from vlmctl.errors import VlmctlError
 
 # Assistant turns: "A: " + answer + " " + eos; the answer alone is inside the markers unless
@@ -213,25 +213,51 @@ def test_a_leading_answer_on_qwen2_vls_released_template_trains_no_system_prompt
     assert [full[s:e] for s, e in spans] == ["hi<|im_end|>", "ok<|im_end|>"]
 
 
-def test_a_leading_answer_that_opens_like_the_turns_closing_is_spanned_from_its_start():
+@pytest.mark.parametrize(
+    "first",
+    [
+        a("<|im_end|>odd"),
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "<|im_end|>odd"}],
+        },
+    ],
+    ids=["text", "parts"],
+)
+def test_a_leading_answer_that_opens_like_the_turns_closing_is_spanned_from_its_start(first):
     """An answer opening with the template's own closing text would carry the departure point
-    into the answer; the answer's last whole occurrence caps it."""
+    into the answer; the last whole occurrence of its first text part caps it."""
     r = renderer(QWEN2_VL_TEMPLATE.read_text(encoding="utf-8"))
-    ((full, spans),) = r.assistant_char_spans_many([[a("<|im_end|>odd")]])
-    assert [full[s:e] for s, e in spans] == ["<|im_end|>odd<|im_end|>"]
+    ((full, spans),) = r.assistant_char_spans_many([[first]])
+    (span,) = spans
+    assert full[span[0] :].startswith("<|im_end|>odd<|im_end|>")
+    assert full[: span[0]].endswith("<|im_start|>assistant\n")
 
 
-def test_a_template_refusing_an_empty_turn_still_finds_a_leading_answer():
-    """The empty-turn render is a probe: a template that refuses it falls back on where the
-    answer's text appears, and on the whole render when that is not found either."""
+def test_a_leading_answer_the_template_rewrites_is_found_by_the_empty_turn():
+    """Text the template changes (here upper-cased) appears nowhere as written: the empty
+    turn's render alone places the start."""
+    shouts = THINK.replace("A: {{ m['content'] }}", "A: {{ m['content'] | upper }}")
+    ((full, spans),) = renderer(shouts).assistant_char_spans_many([[a("hi"), u("q"), a("ok")]])
+    assert [full[s:e] for s, e in spans] == ["HI </s>", "OK </s>"]
+
+
+def test_a_template_refusing_an_empty_turn_spans_the_whole_leading_turn():
+    """The empty-turn render is a probe: a template that refuses it leaves the leading answer's
+    span at the start of the chat, as before (header included), not missing."""
     refuses = THINK.replace(
         "{% for m in messages %}",
         "{% for m in messages %}{% if not m['content'] %}{{ raise_exception('empty') }}{% endif %}",
     )
     ((full, spans),) = renderer(refuses).assistant_char_spans_many([[a("hi"), u("q"), a("ok")]])
-    assert [full[s:e] for s, e in spans] == ["hi </s>", "ok </s>"]
-    # Text the template changes (here upper-cased) is not found: the whole turn is the span,
-    # as before, rather than no span (an answer that silently trains nothing).
-    shouts = refuses.replace("A: {{ m['content'] }}", "A: {{ m['content'] | upper }}")
-    ((full, spans),) = renderer(shouts).assistant_char_spans_many([[a("hi")]])
-    assert [full[s:e] for s, e in spans] == ["A: HI </s>"]
+    assert [full[s:e] for s, e in spans] == ["A: hi </s>", "ok </s>"]
+
+
+def test_first_text_is_the_first_non_blank_text_part():
+    assert first_text("  hi ") == "hi"
+    assert first_text(None) == "" and first_text([]) == ""
+    parts = [{"type": "image", "text": "no"}, {"type": "text", "text": " "}, {"type": "text"}]
+    assert (
+        first_text([*parts, {"type": "text", "text": " b "}, {"type": "text", "text": "c"}]) == "b"
+    )
+    assert first_text(["x", {"type": "text", "text": 3}]) == ""

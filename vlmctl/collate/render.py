@@ -207,30 +207,19 @@ class ChatRenderer:
         prompt and the turn's header there (Qwen2-VL: "<|im_start|>system\nYou are a helpful
         assistant.<|im_end|>\n<|im_start|>assistant\n"): the answer starts where the render of
         the same turn with no content departs from it. An answer that opens with the template's
-        own closing text would push that point into the answer: the last place its first text
-        part appears whole caps it.
+        own closing text would carry that point into the answer: the last place its first text
+        part appears whole caps it. A template that refuses the empty turn: the whole turn.
         """
         content = msg.get("content")
         empty = [] if isinstance(content, list) else ""
         try:
             bare = self.render_many([[{**msg, "content": empty}]], False)[0]
-            start = len(os.path.commonprefix([bare, through]))
         except Exception:  # noqa: BLE001 - a template that refuses an empty turn
-            start = len(through)
-        parts = (
-            [content]
-            if isinstance(content, str)
-            else [
-                p.get("text")
-                for p in content or []
-                if isinstance(p, Mapping) and p.get("type") == "text"
-            ]
-        )
-        first = next((t.strip() for t in parts if isinstance(t, str) and t.strip()), "")
+            bare = ""
+        start = len(os.path.commonprefix([bare, through]))
+        first = first_text(content)
         at = through.rfind(first) if first else -1
-        if at >= 0:
-            start = min(start, at)
-        return 0 if start >= len(through) else start
+        return at if 0 <= at < start else start
 
     def _template_error(self, what: str) -> VlmctlError:
         return VlmctlError(
@@ -434,6 +423,19 @@ def message_text(msg: dict) -> str:
     return " ".join(
         p["text"].strip() for p in content or [] if p.get("type") == "text" and p.get("text")
     ).strip()
+
+
+def first_text(content: Any) -> str:
+    """The first non-blank text of a message's content (a string or a list of parts), stripped."""
+    if isinstance(content, str):
+        return content.strip()
+    for part in content or []:
+        text = (
+            part.get("text") if isinstance(part, Mapping) and part.get("type") == "text" else None
+        )
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return ""
 
 
 def count_parts(msg: dict, kind: str) -> int:
