@@ -261,3 +261,27 @@ def test_first_text_is_the_first_non_blank_text_part():
         first_text([*parts, {"type": "text", "text": " b "}, {"type": "text", "text": "c"}]) == "b"
     )
     assert first_text(["x", {"type": "text", "text": 3}]) == ""
+
+
+def test_a_leading_answer_whose_text_is_also_in_the_system_prompt_starts_at_the_answer():
+    """The cap is the LAST whole occurrence of the answer's text: "helpful" also stands in
+    Qwen2-VL's default system prompt, which must stay out of the span."""
+    r = renderer(QWEN2_VL_TEMPLATE.read_text(encoding="utf-8"))
+    ((full, spans),) = r.assistant_char_spans_many([[a("helpful")]])
+    assert [full[s:e] for s, e in spans] == ["helpful<|im_end|>"]
+
+
+def test_a_blank_leading_answer_starts_after_its_header():
+    """No text to look for: the empty-turn render alone places the start."""
+    r = renderer(QWEN2_VL_TEMPLATE.read_text(encoding="utf-8"))
+    ((full, spans),) = r.assistant_char_spans_many([[a("   "), u("q"), a("ok")]])
+    assert full[: spans[0][0]].endswith("<|im_start|>assistant\n")
+    assert [full[s:e] for s, e in spans] == ["   <|im_end|>", "ok<|im_end|>"]
+
+
+def test_a_leading_answer_at_the_very_start_of_a_headerless_render_is_capped_to_zero():
+    """A template that renders only the content and a closing: an answer opening with that
+    closing is found at position 0, where its span starts."""
+    bare = "{% for m in messages %}{{ m['content'] }}</s>\n{% endfor %}"
+    ((full, spans),) = renderer(bare).assistant_char_spans_many([[a("</s>x")]])
+    assert spans == [[0, len("</s>x</s>")]]
