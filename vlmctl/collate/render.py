@@ -183,8 +183,9 @@ class ChatRenderer:
             through = rendered[False][(i, k + 1)]
             if not full.startswith(through):
                 raise self._template_error("a chat prefix does not render as a prefix")
-            start = 0 if k else self._leading_answer_start(msg, through)
-            if k:
+            if k == 0:
+                start = self._leading_answer_start(msg, through)
+            else:
                 head = rendered[True][(i, k)]
                 start = len(head)
                 if not through.startswith(head):
