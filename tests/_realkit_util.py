@@ -195,21 +195,22 @@ TRAIN_TEST = "test_lora_step_merge_verify_and_generate"
 PACK_TEST = "test_packed_equals_rows_alone"
 
 
+def kit_job(item) -> tuple[str, str] | None:
+    """(kind, family) of the kit job a test waits for: "train" for a train test, "pack" for a
+    kit packing-exactness case; None for any other test and for a skipped one."""
+    name = getattr(item, "originalname", None)
+    if name not in (TRAIN_TEST, PACK_TEST) or item.get_closest_marker("skip"):
+        return None
+    family = item.callspec.params["family"]
+    if name == TRAIN_TEST:
+        return ("train", family)
+    return ("pack", family[4:]) if family.startswith("kit:") else None
+
+
 def kit_jobs(items) -> list[tuple[str, str]]:
     """(kind, family) of each kit job this session's tests ask for, in the order the tests come
-    (test_packing_exact's kit cases before test_realkit_train_merge): "train" for a train test,
-    "pack" for a kit packing-exactness case; skipped tests ask for none."""
-    out = []
-    for item in items:
-        name = getattr(item, "originalname", None)
-        if name not in (TRAIN_TEST, PACK_TEST) or item.get_closest_marker("skip"):
-            continue
-        family = item.callspec.params["family"]
-        if name == TRAIN_TEST:
-            out.append(("train", family))
-        elif family.startswith("kit:"):
-            out.append(("pack", family[4:]))
-    return out
+    (conftest runs them after the rest of the suite, before the demo's tests)."""
+    return [job for job in map(kit_job, items) if job is not None]
 
 
 _JOBS: dict = {}

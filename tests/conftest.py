@@ -1,6 +1,7 @@
 """Test-wide settings: nothing may reach the network or prompt for credentials."""
 
 import os
+import sys
 
 import pytest
 
@@ -118,9 +119,14 @@ REAL_TIERS = {"data": SHARED / "data", "real-models": SHARED / "real-models"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the tests that wait on the session's demo run last (it starts in the background when
-    collection ends, so the rest of the suite runs beside it); refuse to run without the
-    real-file tiers when the environment requires them."""
+    """Run the tests that wait on a background job last: the real-kit jobs' tests, then the
+    tests of the session's demo run (both start when collection ends, so the rest of the suite
+    runs beside them and the waits shrink); refuse to run without the real-file tiers when the
+    environment requires them."""
+    if os.environ.get("VLMCTL_REALKIT_EARLY") != "0" and "_realkit_util" in sys.modules:
+        kit_job = sys.modules["_realkit_util"].kit_job
+        waits = [item for item in items if kit_job(item) is not None]
+        items[:] = [item for item in items if kit_job(item) is None] + waits
     if os.environ.get("VLMCTL_TEST_DEMO_EARLY") != "0":
         waits = [item for item in items if "demo_run" in getattr(item, "fixturenames", ())]
         items[:] = [item for item in items if item not in waits] + waits
