@@ -308,8 +308,7 @@ def plan_run(req: TrainRequest, gpu_count: int | None = None) -> Plan:
     from vlmctl.proc import new_status_dir
 
     status_dir = new_status_dir()  # mode 0700; removes what a killed earlier run left
-    worker_args = _worker_args(req, cs.dir, output_dir, overrides, status_dir, resume_from)
-    worker_args += ["--config-digest", json.dumps(digests, sort_keys=True)]
+    worker_args = _worker_args(req, cs.dir, output_dir, overrides, status_dir, resume_from, digests)
     threads = _cpu_threads(preset, nproc)
     env = dict(os.environ)
     env_added: dict[str, str] = {}
@@ -351,8 +350,10 @@ def _worker_args(
     overrides: list[str],
     status_dir: Path,
     resume_from: Path | None,
+    digests: dict[str, str],
 ) -> list[str]:
-    """The worker's command line: credentials go in a private file, never in argv."""
+    """The worker's command line: credentials go in a private file, never in argv; `digests`
+    (`file_digests` of the set `train` checked) let the worker refuse a set edited since."""
     from vlmctl.credentials import is_secret_override
 
     args = [str(config_dir.resolve()), "--output-dir", str(output_dir)]
@@ -366,6 +367,7 @@ def _worker_args(
         args += ["--resume", str(resume_from)]
     args += ["--status-dir", str(status_dir)]
     args += ["--resume-hint", _resume_hint(req, output_dir)]
+    args += ["--config-digest", json.dumps(digests, sort_keys=True)]
     return args
 
 

@@ -136,7 +136,7 @@ def _set_up(args: argparse.Namespace, overrides: list[str]) -> _Run:
 
     _rank, local_rank, world = rank_env()
     output_dir = Path(args.output_dir).resolve()
-    if getattr(args, "config_digest", None):
+    if args.config_digest:
         check_unchanged(args.config_dir, args.config_digest)
     cs = load_config_set(args.config_dir, overrides)
     from vlmctl.quiet import quiet_bitsandbytes
