@@ -285,3 +285,16 @@ def test_a_leading_answer_at_the_very_start_of_a_headerless_render_is_capped_to_
     bare = "{% for m in messages %}{{ m['content'] }}</s>\n{% endfor %}"
     ((full, spans),) = renderer(bare).assistant_char_spans_many([[a("</s>x")]])
     assert spans == [[0, len("</s>x</s>")]]
+
+
+IDEFICS3_TEMPLATE = Path(__file__).parent / "realkit" / "idefics3" / "chat_template.jinja"
+
+
+def test_a_leading_answer_on_idefics3s_released_template_trains_no_header():
+    """Idefics3's template reads content[0] (an empty part list is refused): the probe is one
+    empty text part, so the "<|begin_of_text|>Assistant: " before the answer stays out."""
+    template = IDEFICS3_TEMPLATE.read_text(encoding="utf-8")
+    first = {"role": "assistant", "content": [{"type": "text", "text": "hello there"}]}
+    ((full, spans),) = renderer(template).assistant_char_spans_many([[first, u("q"), a("ok")]])
+    assert full.startswith("<|begin_of_text|>Assistant: hello there")
+    assert full[spans[0][0] : spans[0][1]] == "hello there<end_of_utterance>"

@@ -212,7 +212,9 @@ class ChatRenderer:
         part appears whole caps it. A template that refuses the empty turn: the whole turn.
         """
         content = msg.get("content")
-        empty = [] if isinstance(content, list) else ""
+        # One empty text part, not an empty list: templates that read content[0] (Idefics3,
+        # SmolVLM) refuse [] but render the header for this.
+        empty = [{"type": "text", "text": ""}] if isinstance(content, list) else ""
         try:
             bare = self.render_many([[{**msg, "content": empty}]], False)[0]
         except Exception:  # noqa: BLE001 - a template that refuses an empty turn
