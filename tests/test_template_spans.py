@@ -298,3 +298,18 @@ def test_a_leading_answer_on_idefics3s_released_template_trains_no_header():
     ((full, spans),) = renderer(template).assistant_char_spans_many([[first, u("q"), a("ok")]])
     assert full.startswith("<|begin_of_text|>Assistant: hello there")
     assert full[spans[0][0] : spans[0][1]] == "hello there<end_of_utterance>"
+
+
+ONEVISION_TEMPLATE = Path(__file__).parent / "realkit" / "llava_onevision" / "chat_template.json"
+
+
+def test_a_leading_answer_on_llava_onevisions_template_starts_after_its_part_markup():
+    """LLaVA-OneVision's template (transformers' processor test) writes a newline before each
+    text part: the probe's empty text part gets it too, so it stays out of the span."""
+    import json
+
+    template = json.loads(ONEVISION_TEMPLATE.read_text(encoding="utf-8"))["chat_template"]
+    first = {"role": "assistant", "content": [{"type": "text", "text": "hello there"}]}
+    ((full, spans),) = renderer(template).assistant_char_spans_many([[first, u("q"), a("ok")]])
+    assert full[: spans[0][0]].endswith("<|im_start|>assistant \n")
+    assert full[spans[0][0] : spans[0][1]] == "hello there<|im_end|>"
